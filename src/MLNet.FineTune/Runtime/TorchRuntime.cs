@@ -1,0 +1,128 @@
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using TorchSharp;
+
+namespace MLNet.FineTune.Runtime;
+
+/// <summary>
+/// Makes TorchSharp's native libraries load, with no action by the user, on Linux systems whose libstdc++ is older
+/// than TorchSharp 0.107's bridge expects (GCC 12: Debian 12, Ubuntu 22.04, RHEL 9).
+/// </summary>
+/// <remarks>
+/// On such a system the library loads a patched copy of libLibTorchSharp.so (see <see cref="LibStdCxxCompatPatch"/>)
+/// from a per-user cache folder keyed by the original file's hash, before TorchSharp initialises; TorchSharp then finds
+/// the bridge already loaded. Nothing in the NuGet cache or the system is modified. Everywhere else (Windows, macOS,
+/// Linux with GCC 13+ libstdc++) it does nothing. An external libtorch found through LD_LIBRARY_PATH keeps working.
+/// Set <c>MLNET_FINETUNE_CACHE</c> to choose the cache folder.
+/// </remarks>
+public static class TorchRuntime
+{
+    private const string BridgeFileName = "libLibTorchSharp.so";
+    private static readonly object Gate = new();
+    private static bool _done;
+    private static string? _patchedBridgePath;
+
+    /// <summary>The patched bridge that was loaded, or null when none was needed.</summary>
+    public static string? PatchedBridgePath { get { EnsureLoaded(); return _patchedBridgePath; } }
+
+    /// <summary>True when this system's libstdc++ lacks GLIBCXX_3.4.32 and the bridge therefore needs the patch.</summary>
+    public static bool SystemNeedsCompatPatch()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        if (!NativeLibrary.TryLoad("libstdc++.so.6", out var libstdcxx)) return false;
+        return !NativeLibrary.TryGetExport(libstdcxx, LibStdCxxCompatPatch.MissingSymbol, out _);
+    }
+
+    /// <summary>
+    /// Prepares TorchSharp's native libraries. Idempotent and cheap after the first call; every entry point of this
+    /// library calls it, and applications that call TorchSharp directly first may call it themselves.
+    /// </summary>
+    public static void EnsureLoaded()
+    {
+        if (_done) return;
+        lock (Gate)
+        {
+            if (_done) return;
+            if (SystemNeedsCompatPatch())
+                _patchedBridgePath = LoadPatchedBridge();
+            _done = true;
+        }
+    }
+
+    [ModuleInitializer]
+    internal static void InitializeOnFirstUse()
+    {
+        // Runs when any type of this assembly is first touched. Failures surface later, from EnsureLoaded, with context.
+        try { EnsureLoaded(); } catch { }
+    }
+
+    private static string? LoadPatchedBridge()
+    {
+        var original = FindOriginalBridge();
+        if (original is null) return null; // no bridge to patch: TorchSharp will report its own missing-backend error
+        var bytes = File.ReadAllBytes(original);
+        if (!LibStdCxxCompatPatch.NeedsPatch(bytes)) return null;
+
+        var key = Convert.ToHexString(SHA256.HashData(bytes))[..16].ToLowerInvariant();
+        var folder = Path.Combine(CacheRoot(), "torchsharp-compat", key);
+        var patched = Path.Combine(folder, BridgeFileName);
+        if (!File.Exists(patched))
+        {
+            Directory.CreateDirectory(folder);
+            var temp = patched + "." + Environment.ProcessId + ".tmp";
+            File.WriteAllBytes(temp, LibStdCxxCompatPatch.Patch(bytes, original));
+            File.Move(temp, patched, overwrite: true); // atomic: concurrent processes never see half a file
+        }
+
+        // The bridge finds libtorch through $ORIGIN, which is now the cache folder: load libtorch from the original
+        // folder first so the dynamic linker resolves the bridge's needs by soname. With an external libtorch
+        // (LD_LIBRARY_PATH) there is none beside the bridge and the linker's own search finds it.
+        var libtorch = Path.Combine(Path.GetDirectoryName(original)!, "libtorch.so");
+        if (File.Exists(libtorch)) NativeLibrary.Load(libtorch);
+        var handle = NativeLibrary.Load(patched);
+
+        // TorchSharp's P/Invokes name "LibTorchSharp": answer with the loaded copy instead of the unpatched file.
+        try
+        {
+            NativeLibrary.SetDllImportResolver(typeof(torch).Assembly, (name, _, _) =>
+                name is "LibTorchSharp" or BridgeFileName ? handle : IntPtr.Zero);
+        }
+        catch (InvalidOperationException)
+        {
+            // Someone else set a resolver: the bridge is loaded by soname either way, which TorchSharp also finds.
+        }
+        return patched;
+    }
+
+    private static string? FindOriginalBridge()
+    {
+        var folders = new List<string>();
+        void Add(string? dir)
+        {
+            if (string.IsNullOrEmpty(dir)) return;
+            folders.Add(dir);
+            folders.Add(Path.Combine(dir, "runtimes", "linux-x64", "native"));
+        }
+        Add(AppContext.BaseDirectory);
+        Add(Path.GetDirectoryName(typeof(torch).Assembly.Location));
+        // The host's native probing folders (the NuGet cache when running from a build output's deps.json).
+        if (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") is string probe)
+            foreach (var dir in probe.Split(Path.PathSeparator)) Add(dir);
+        foreach (var dir in (Environment.GetEnvironmentVariable("LD_LIBRARY_PATH") ?? "").Split(':')) Add(dir);
+        return folders.Select(dir => Path.Combine(dir, BridgeFileName)).FirstOrDefault(File.Exists);
+    }
+
+    private static string CacheRoot()
+    {
+        var configured = Environment.GetEnvironmentVariable("MLNET_FINETUNE_CACHE");
+        if (!string.IsNullOrEmpty(configured)) return configured;
+        var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        var root = !string.IsNullOrEmpty(xdg) ? xdg : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache");
+        return Path.Combine(root, "mlnet-finetune");
+    }
+
+    /// <summary>Where the library caches derived files (patched bridge, converted models).</summary>
+    internal static string CacheDirectory => CacheRoot();
+}
