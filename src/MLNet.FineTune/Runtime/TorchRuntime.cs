@@ -1,4 +1,3 @@
-using System.Reflection;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
@@ -70,10 +69,8 @@ public static class TorchRuntime
         var patched = Path.Combine(folder, BridgeFileName);
         if (!File.Exists(patched))
         {
-            Directory.CreateDirectory(folder);
-            var temp = patched + "." + Environment.ProcessId + ".tmp";
-            File.WriteAllBytes(temp, LibStdCxxCompatPatch.Patch(bytes, original));
-            File.Move(temp, patched, overwrite: true); // atomic: concurrent processes never see half a file
+            var patchedBytes = LibStdCxxCompatPatch.Patch(bytes, original);
+            AtomicFile.Write(patched, s => s.Write(patchedBytes)); // concurrent processes never see half a file
         }
 
         // The bridge finds libtorch through $ORIGIN, which is now the cache folder: load libtorch from the original
