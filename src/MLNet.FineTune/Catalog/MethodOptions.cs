@@ -1,0 +1,96 @@
+namespace MLNet.FineTune;
+
+/// <summary>How LoRA's matrices start.</summary>
+public enum LoraInitialization
+{
+    /// <summary>A ~ kaiming_uniform(a = sqrt(5)), B = 0: the adapted model starts equal to the base (Hu et al., 2021).</summary>
+    Default,
+
+    /// <summary>A ~ N(0, 1/r), B = 0.</summary>
+    Gaussian,
+
+    /// <summary>A and B from the base weight's principal singular vectors; the base keeps the residual (PiSSA,
+    /// Meng et al., 2024).</summary>
+    Pissa,
+}
+
+/// <summary>The parameter-efficient method's settings; one subclass per method.</summary>
+public abstract class MethodOptions
+{
+    /// <summary>Module names to adapt, as PEFT matches them: an exact name or a suffix after a dot ("query" matches
+    /// "bert.encoder.layer.0.attention.self.query"). Null uses the family's default.</summary>
+    public string[]? TargetModules { get; set; }
+
+    /// <summary>A regular expression matched against whole module names instead of <see cref="TargetModules"/>.</summary>
+    public string? TargetModulesRegex { get; set; }
+
+    /// <summary>Module names never adapted (same matching rules).</summary>
+    public string[]? ExcludeModules { get; set; }
+
+    /// <summary>Extra modules trained in full and saved with the adapter (the task head always is).</summary>
+    public string[]? ModulesToSave { get; set; }
+}
+
+/// <summary>LoRA (Hu et al., 2021): W + (alpha / r) B A with B (out, r) and A (r, in) trained, W frozen.</summary>
+public class LoraOptions : MethodOptions
+{
+    /// <summary>Rank r of the update. Default 8.</summary>
+    public int Rank { get; set; } = 8;
+
+    /// <summary>Scaling numerator: scaling = alpha / r (rsLoRA: alpha / sqrt(r)). Default 16.</summary>
+    public double Alpha { get; set; } = 16;
+
+    /// <summary>Dropout on the LoRA path's input. Default 0.1.</summary>
+    public double Dropout { get; set; } = 0.1;
+
+    /// <summary>rsLoRA (Kalajdzievski, 2023): scaling = alpha / sqrt(r), stable at high ranks.</summary>
+    public bool UseRsLora { get; set; }
+
+    /// <summary>How A and B start. Default <see cref="LoraInitialization.Default"/>.</summary>
+    public LoraInitialization Initialization { get; set; } = LoraInitialization.Default;
+
+    /// <summary>LoRA+ (Hayou et al., 2024): the B matrices learn this many times faster than A; 1 disables.
+    /// Papers suggest 16.</summary>
+    public double LoraPlusLearningRateRatio { get; set; } = 1;
+}
+
+/// <summary>DoRA (Liu et al., 2024): LoRA on the direction of W plus a trained magnitude vector per output.</summary>
+public sealed class DoraOptions : LoraOptions
+{
+}
+
+/// <summary>Where bottleneck adapters go.</summary>
+public enum AdapterPlacement
+{
+    /// <summary>After the attention output and after the feed-forward output of every layer (Houlsby et al., 2019).</summary>
+    Houlsby,
+
+    /// <summary>After the feed-forward output only (Pfeiffer et al., 2020).</summary>
+    Pfeiffer,
+}
+
+/// <summary>Bottleneck adapters: x + up(act(down(x))), inserted into each layer, started near the identity.</summary>
+public sealed class AdapterOptions : MethodOptions
+{
+    /// <summary>Houlsby (two per layer) or Pfeiffer (one per layer). Default Pfeiffer.</summary>
+    public AdapterPlacement Placement { get; set; } = AdapterPlacement.Pfeiffer;
+
+    /// <summary>hidden / bottleneck width. Default 16.</summary>
+    public int ReductionFactor { get; set; } = 16;
+
+    /// <summary>The bottleneck's non-linearity: "relu", "gelu", "silu" or "tanh". Default "relu".</summary>
+    public string Activation { get; set; } = "relu";
+}
+
+/// <summary>IA3 (Liu et al., 2022): learned vectors rescale keys, values and the feed-forward input.</summary>
+public sealed class IA3Options : MethodOptions
+{
+    /// <summary>Which of the target modules are feed-forward layers (their input is rescaled instead of their
+    /// output). Null uses the family's default.</summary>
+    public string[]? FeedForwardModules { get; set; }
+}
+
+/// <summary>Full fine-tuning: every weight trains. The baseline the parameter-efficient methods are measured against.</summary>
+public sealed class FullFineTuneOptions : MethodOptions
+{
+}
