@@ -1,0 +1,35 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace MLNet.FineTune.Tasks;
+
+/// <summary>Schema checks with errors in ML.NET's words, naming the column and what was expected.</summary>
+internal static class ColumnChecks
+{
+    /// <summary>The column, or an error naming it and the columns that exist.</summary>
+    public static DataViewSchema.Column Require(DataViewSchema schema, string name, string role)
+    {
+        if (string.IsNullOrEmpty(name)) throw new ArgumentException($"The {role} column name is empty.");
+        return schema.GetColumnOrNull(name) ?? throw new ArgumentOutOfRangeException(nameof(schema),
+            $"Could not find {role} column '{name}'. The data has columns: {string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"))}.");
+    }
+
+    /// <summary>A text column, or an error naming it and its actual type.</summary>
+    public static DataViewSchema.Column RequireText(DataViewSchema schema, string name, string role)
+    {
+        var column = Require(schema, name, role);
+        if (column.Type is not TextDataViewType)
+            throw new ArgumentOutOfRangeException(nameof(schema),
+                $"Schema mismatch for {role} column '{name}': expected String (text), got {column.Type}. " +
+                "Load it as string (e.g. a string field in the row class) or convert it first.");
+        return column;
+    }
+
+    /// <summary>Reads a text column's values with a getter, as strings.</summary>
+    public static Func<string> TextReader(DataViewRow row, DataViewSchema.Column column)
+    {
+        var getter = row.GetGetter<ReadOnlyMemory<char>>(column);
+        ReadOnlyMemory<char> value = default;
+        return () => { getter(ref value); return value.ToString(); };
+    }
+}
