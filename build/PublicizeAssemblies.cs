@@ -33,7 +33,7 @@ public sealed class MLNetPublicizeAssemblies : Task
             {
                 string source = item.GetMetadata("FullPath");
                 string target = Path.Combine(OutputDirectory, Path.GetFileName(source));
-                string temp = target + ".tmp";
+                string temp = target + "." + Guid.NewGuid().ToString("N") + ".tmp";   // unique: an IDE design-time build may run alongside
                 try
                 {
                     int types, members;
