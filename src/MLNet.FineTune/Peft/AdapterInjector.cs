@@ -47,7 +47,11 @@ internal static class AdapterInjector
         {
             switch (ModuleMatcher.Check(targets, pattern, resolved, savedEntries, name))
             {
-                case ModuleMatch.Excluded: excluded++; break;
+                case ModuleMatch.Excluded:
+                    // Count only exclusions that took away a target (for the error when nothing is left).
+                    if (ModuleMatcher.Check(targets, pattern, resolved with { ExcludeModules = null, ExcludeModulesPattern = null }, [], name) == ModuleMatch.Matched)
+                        excluded++;
+                    break;
                 case ModuleMatch.Matched:
                     var baseLinear = BaseLinear.TryCreate(module)
                         ?? throw new ArgumentException($"Target module '{name}' is a {module.GetType().Name}, not a linear layer: {resolved.PeftType} adapts nn.Linear and Conv1D layers only. Target its linear layers instead ({Candidates(modules)}).");
@@ -166,7 +170,8 @@ internal static class AdapterInjector
     {
         var linear = modules.Where(m => BaseLinear.TryCreate(m.module) is not null).Select(m => m.name).ToList();
         if (linear.Count == 0) return "The model has no linear layers.";
-        var names = linear.Select(n => n.Split('.')[^1]).Distinct().ToList();
-        return $"Linear layers of this model: {string.Join(", ", names)} (e.g. '{linear[0]}').";
+        // Most frequent first: the per-layer projections before one-off heads.
+        var names = linear.GroupBy(n => n.Split('.')[^1]).OrderByDescending(g => g.Count()).ToList();
+        return $"Linear layers of this model: {string.Join(", ", names.Select(g => g.Key))} (e.g. '{names[0].First()}').";
     }
 }
