@@ -25,10 +25,13 @@ internal static class AdapterInjector
         };
 
         // modules_to_save as PEFT writes it: the user's list (the task head added when absent), then the task type's
-        // own names appended (PEFT's task models extend the list, duplicates included).
-        var userSaved = (config.ModulesToSave ?? []).ToList();
-        userSaved.AddRange(heads.Where(h => !userSaved.Contains(h)));
-        var writtenSaved = userSaved.Concat(PeftTaskType.DefaultModulesToSave(taskType)).ToList();
+        // own names appended, duplicates included, as PEFT's task models extend it. A list that already ends with
+        // them (a config read back from a file) is left as it is, so a reloaded adapter saves the same list again.
+        var writtenSaved = (config.ModulesToSave ?? []).ToList();
+        writtenSaved.AddRange(heads.Where(h => !writtenSaved.Contains(h)));
+        var taskNames = PeftTaskType.DefaultModulesToSave(taskType);
+        if (taskNames.Count > 0 && !(writtenSaved.Count >= taskNames.Count && writtenSaved.TakeLast(taskNames.Count).SequenceEqual(taskNames)))
+            writtenSaved.AddRange(taskNames);
         var savedEntries = writtenSaved.Distinct().ToList();
 
         var modules = model.named_modules().ToList();
