@@ -178,3 +178,34 @@ public sealed class BaseLinear
         return new BaseLinear(module, weight, bias, fanInFanOut: isConv1D);
     }
 }
+
+/// <summary>
+/// A linear layer of a module to save (the task head) over a 16-bit base: its weight and bias are kept in the adapter
+/// dtype (float32) and train in full, while forward runs in the compute dtype like the adapters. Keys are unchanged
+/// (<c>classifier.weight</c>). Without it the head would train in bfloat16, where small updates round away.
+/// </summary>
+public sealed class TrainedLinear : AdaptedLinear
+{
+    /// <summary>Takes over <paramref name="baseLayer"/>'s parameters, converted to <paramref name="dtype"/>.</summary>
+    public TrainedLinear(BaseLinear baseLayer, ScalarType dtype) : base(nameof(TrainedLinear), baseLayer)
+    {
+        using (no_grad())
+        {
+            weight = new Parameter(weight.to_type(dtype), requires_grad: true);
+            if (bias is not null) bias = new Parameter(bias.to_type(dtype), requires_grad: true);
+        }
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<(string Name, Parameter Parameter)> AdapterParameters() => [];
+
+    /// <inheritdoc/>
+    protected override Tensor AdaptedForward(Tensor x) => BaseForward(x);
+
+    /// <inheritdoc/>
+    protected override void MergeCore() { }
+
+    /// <inheritdoc/>
+    protected override void UnmergeCore() { }
+}

@@ -67,11 +67,21 @@ internal static class AdapterInjector
         var layers = new Dictionary<string, AdaptedLinear>(StringComparer.Ordinal);
         foreach (var (path, baseLinear) in matched)
         {
-            var adapterDType = options.AdapterDType
-                ?? (baseLinear.Weight.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? ScalarType.Float32 : baseLinear.Weight.dtype);
+            var adapterDType = options.AdapterDType ?? (IsHalf(baseLinear.Weight.dtype) ? ScalarType.Float32 : baseLinear.Weight.dtype);
             var layer = Create(resolved, path, baseLinear, adapterDType);
             ModuleSurgery.Replace(model, path, layer);
             layers[path] = layer;
+        }
+
+        // The head trains in full: over a 16-bit base its linear layers are kept in the adapter dtype (float32).
+        var headDType = options.AdapterDType ?? ScalarType.Float32;
+        foreach (var path in savedPaths)
+        {
+            var saved = ModuleSurgery.Get(model, path);
+            var linears = saved.named_modules().Prepend(("", saved)).ToList();
+            foreach (var (name, module) in linears)
+                if (BaseLinear.TryCreate(module) is { } head && IsHalf(head.Weight.dtype) && headDType != head.Weight.dtype)
+                    ModuleSurgery.Replace(model, name == "" ? path : path + "." + name, new TrainedLinear(head, headDType));
         }
 
         SetTrainable(model, resolved, layers, savedPaths);
@@ -84,6 +94,8 @@ internal static class AdapterInjector
         };
         return (final, layers, savedPaths);
     }
+
+    private static bool IsHalf(ScalarType dtype) => dtype is ScalarType.Float16 or ScalarType.BFloat16;
 
     // Fills in the family's defaults and expands "all-linear"; returns what matching uses and the config to record.
     private static (IReadOnlyList<string>? Targets, string? Pattern, PeftConfig Resolved) ResolveTargets(

@@ -12,7 +12,7 @@ namespace MLNet.FineTune.Peft;
 public sealed class IA3Linear : AdaptedLinear
 {
 #pragma warning disable IDE1006
-    private readonly Parameter ia3_l;   // (out, 1), or (1, in) for a feed-forward module
+    private Parameter ia3_l;            // (out, 1), or (1, in) for a feed-forward module
 #pragma warning restore IDE1006
 
     /// <summary>Wraps <paramref name="baseLayer"/>.</summary>

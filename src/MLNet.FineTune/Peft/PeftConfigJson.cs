@@ -257,7 +257,7 @@ public static class PeftConfigJson
             try { return read(node); }
             catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException)
             {
-                throw new InvalidDataException($"{source}: '{key}' has the value {node.ToJsonString()}, which is not a {typeof(T).Name}.", e);
+                throw new InvalidDataException($"{source}: '{key}' has the value {node.ToJsonString()}, which is not a {(Nullable.GetUnderlyingType(typeof(T)) ?? typeof(T)).Name}.", e);
             }
         }
     }

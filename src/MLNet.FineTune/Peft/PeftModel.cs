@@ -60,7 +60,7 @@ public sealed class PeftModel
 
     /// <summary>The config as resolved against the model (targets, modules_to_save, task type, fan_in_fan_out):
     /// what <see cref="SaveAdapter"/> writes.</summary>
-    public PeftConfig Config { get; private set; }
+    public PeftConfig Config { get; }
 
     /// <summary>The adapter layers by module path.</summary>
     public IReadOnlyDictionary<string, AdaptedLinear> Layers => _layers;
@@ -112,11 +112,11 @@ public sealed class PeftModel
         set { foreach (var l in _layers.Values) l.AdapterEnabled = value; }
     }
 
-    /// <summary>The compute dtype of every adapter layer (null: the input's dtype).</summary>
+    /// <summary>The compute dtype of every adapter layer and float32-kept head layer (null: the input's dtype).</summary>
     public ScalarType? ComputeDType
     {
         get => _layers.Values.Select(l => l.ComputeDType).FirstOrDefault();
-        set { foreach (var l in _layers.Values) l.ComputeDType = value; }
+        set { foreach (var l in Model.modules().OfType<AdaptedLinear>()) l.ComputeDType = value; }
     }
 
     /// <summary>The parameters that train, with their state-dict names.</summary>
@@ -199,14 +199,9 @@ public sealed class PeftModel
         try
         {
             PeftAdapterFile.CheckPathsFit(model, tensors.Keys, folder);
-            var peft = Inject(model, config, options);
+            // Files say inference_mode = true (PEFT writes that); the caller decides whether the adapter trains on.
+            var peft = Inject(model, config with { InferenceMode = !trainable }, options);
             PeftAdapterFile.CopyInto(peft.AdapterStateDict(), tensors, folder);
-            if (!trainable)
-            {
-                foreach (var (_, p) in model.named_parameters()) p.requires_grad = false;
-                peft.Config = peft.Config with { InferenceMode = true };
-            }
-            else peft.Config = peft.Config with { InferenceMode = false };
             return peft;
         }
         finally
