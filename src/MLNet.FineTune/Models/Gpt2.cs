@@ -11,7 +11,7 @@ public sealed record Gpt2Config(
     double LayerNormEpsilon, double ResidPdrop, double EmbdPdrop, double AttnPdrop,
     bool ScaleAttnWeights, bool ScaleAttnByInverseLayerIdx, bool TieWordEmbeddings)
 {
-    /// <summary>Reads a GPT-2 config.</summary>
+    /// <summary>Reads a GPT-2 config. <c>reorder_and_upcast_attn</c> is not read: it only changes half-precision rounding.</summary>
     public static Gpt2Config FromHf(HfConfig c)
     {
         int embd = c.GetInt("n_embd", 768);

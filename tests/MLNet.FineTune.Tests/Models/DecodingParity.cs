@@ -123,6 +123,42 @@ public abstract class CausalParityTests
     }
 
     [TestMethod]
+    public void LinearLayersSitInReplaceableFieldsNamedAsTheirKeys()
+    {
+        // PEFT injection swaps these fields for adapter wrappers: each Linear/Conv1D must be held by a writable field
+        // typed Module<Tensor, Tensor> whose name is the last part of its state-dict path.
+        var modules = _model.named_modules().ToDictionary(m => m.name, m => m.module);
+        int checkedLayers = 0;
+        foreach (var (path, module) in modules.Where(m => m.Value is TorchSharp.Modules.Linear or Conv1D))
+        {
+            int dot = path.LastIndexOf('.');
+            var parent = dot < 0 ? _model : modules[path[..dot]];
+            var field = parent.GetType().GetField(path[(dot + 1)..], System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Public);
+            Assert.IsNotNull(field, $"{path}: no field of that name in {parent.GetType().Name}");
+            Assert.AreEqual(typeof(TorchSharp.torch.nn.Module<Tensor, Tensor>), field.FieldType, $"{path}: field type");
+            Assert.IsFalse(field.IsInitOnly, $"{path}: the field is readonly");
+            Assert.AreSame(module, field.GetValue(parent), path);
+            checkedLayers++;
+        }
+        Console.WriteLine($"{FixtureName}: {checkedLayers} linear layers in writable Module<Tensor, Tensor> fields");
+        Assert.IsTrue(checkedLayers >= 8);
+    }
+
+    [TestMethod]
+    public void TrainingForwardGivesEveryParameterAGradient()
+    {
+        using var scope = NewDisposeScope();
+        _model.train();
+        var ids = _fixture.InputTensor();                                          // (B, T)
+        var logits = _model.call(ids.narrow(1, 0, ids.shape[1] - 1));               // next-token prediction
+        var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), ids.narrow(1, 1, ids.shape[1] - 1).reshape(-1));
+        loss.backward();
+        var withoutGradient = _model.named_parameters().Where(p => p.parameter.grad is null || !p.parameter.grad.isfinite().all().item<bool>()).Select(p => p.name).ToList();
+        Console.WriteLine($"{FixtureName}: training loss {loss.item<float>():F4} (ln V = {Math.Log(_model.VocabSize):F4}); parameters without a finite gradient: {withoutGradient.Count}");
+        Assert.AreEqual(0, withoutGradient.Count, string.Join(", ", withoutGradient));
+    }
+
+    [TestMethod]
     public void BFloat16ForwardStaysCloseAndDecodesTheSameTokens()
     {
         using var scope = NewDisposeScope();
