@@ -1,0 +1,296 @@
+using MLNet.FineTune.Checkpoints;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MLNet.FineTune.Models;
+
+/// <summary>DistilBERT hyperparameters read from <c>config.json</c> (its own key names: dim, n_layers, n_heads, hidden_dim).</summary>
+public sealed record DistilBertConfig
+{
+    public int VocabSize { get; init; } = 30522;
+    public int MaxPositionEmbeddings { get; init; } = 512;
+    /// <summary>When true the position table is fixed sinusoids (still stored in the checkpoint).</summary>
+    public bool SinusoidalPosEmbds { get; init; }
+    public int NLayers { get; init; } = 6;
+    public int NHeads { get; init; } = 12;
+    /// <summary>Hidden width H.</summary>
+    public int Dim { get; init; } = 768;
+    /// <summary>Feed-forward width.</summary>
+    public int HiddenDim { get; init; } = 3072;
+    public double Dropout { get; init; } = 0.1;
+    public double AttentionDropout { get; init; } = 0.1;
+    /// <summary>transformers activation name ("gelu" is the exact erf GELU).</summary>
+    public string Activation { get; init; } = "gelu";
+    public double InitializerRange { get; init; } = 0.02;
+    public double QaDropout { get; init; } = 0.1;
+    public double SeqClassifDropout { get; init; } = 0.2;
+    public int PadTokenId { get; init; } = 0;
+    /// <summary>DistilBERT's LayerNorms use a fixed epsilon in transformers (not a config key).</summary>
+    public double LayerNormEps => 1e-12;
+
+    /// <summary>Reads a DistilBERT config.</summary>
+    public static DistilBertConfig FromHf(HfConfig config)
+    {
+        var d = new DistilBertConfig();
+        var read = new DistilBertConfig
+        {
+            VocabSize = config.GetInt("vocab_size", d.VocabSize),
+            MaxPositionEmbeddings = config.GetInt("max_position_embeddings", d.MaxPositionEmbeddings),
+            SinusoidalPosEmbds = config.GetBool("sinusoidal_pos_embds", d.SinusoidalPosEmbds),
+            NLayers = config.GetInt("n_layers", d.NLayers),
+            NHeads = config.GetInt("n_heads", d.NHeads),
+            Dim = config.GetInt("dim", d.Dim),
+            HiddenDim = config.GetInt("hidden_dim", d.HiddenDim),
+            Dropout = config.GetDouble("dropout", d.Dropout),
+            AttentionDropout = config.GetDouble("attention_dropout", d.AttentionDropout),
+            Activation = Activations.EnsureSupported(config.GetString("activation", d.Activation), config, "activation"),
+            InitializerRange = config.GetDouble("initializer_range", d.InitializerRange),
+            QaDropout = config.GetDouble("qa_dropout", d.QaDropout),
+            SeqClassifDropout = config.GetDouble("seq_classif_dropout", d.SeqClassifDropout),
+            PadTokenId = config.GetInt("pad_token_id", d.PadTokenId),
+        };
+        if (read.Dim % read.NHeads != 0)
+            throw new InvalidDataException($"{config.Path}: dim {read.Dim} is not a multiple of n_heads {read.NHeads}.");
+        return read;
+    }
+}
+
+/// <summary>DistilBertModel: <c>embeddings</c> (word + position, no token types) and <c>transformer.layer.N</c>; no pooler.</summary>
+public sealed class DistilBertModel : EncoderModel
+{
+    private readonly DistilBertConfig _cfg;
+    private readonly HfConfig _config;
+    private DistilBertEmbeddings embeddings;
+    private DistilBertTransformer transformer;
+
+    /// <summary>Builds a randomly initialised DistilBertModel (transformers' init) from a config.</summary>
+    public DistilBertModel(HfConfig config) : this(DistilBertConfig.FromHf(config), config) { }
+
+    internal DistilBertModel(DistilBertConfig cfg, HfConfig config) : base(nameof(DistilBertModel))
+    {
+        (_cfg, _config) = (cfg, config);
+        embeddings = new DistilBertEmbeddings(cfg);
+        transformer = new DistilBertTransformer(cfg);
+        RegisterComponents();
+        HfInit.Apply(this, cfg.InitializerRange);
+        HfInit.ZeroRow(embeddings.word_embeddings, cfg.PadTokenId);
+        if (cfg.SinusoidalPosEmbds) embeddings.UseSinusoidalPositions();
+    }
+
+    public override HfConfig Config => _config;
+    public override string ModelType => "distilbert";
+    public override string BaseModelPrefix => "distilbert";
+    public override int HiddenSize => _cfg.Dim;
+    /// <summary>The typed hyperparameters.</summary>
+    public DistilBertConfig Hyperparameters => _cfg;
+
+    /// <summary>Last hidden state (B, T, H); no pooled output. Token type ids, if given, are ignored (DistilBERT has none).</summary>
+    public override EncoderOutput forward(EncoderInputs inputs)
+    {
+        var positions = EncoderAttention.AbsolutePositions(inputs.InputIds, _cfg.MaxPositionEmbeddings, _config); // (1, T)
+        var x = embeddings.forward(inputs.InputIds, positions);                                                  // (B, T, H)
+        return new EncoderOutput(transformer.forward(x, EncoderAttention.PaddingMask(inputs.AttentionMask, x.dtype)), null);
+    }
+}
+
+/// <summary>DistilBertForSequenceClassification: <c>distilbert</c>, <c>pre_classifier</c> (H -> H, ReLU), <c>classifier</c>.</summary>
+public sealed class DistilBertForSequenceClassification : SequenceClassificationModel
+{
+    private readonly int _numLabels;
+    private DistilBertModel distilbert;
+    private nn.Module<Tensor, Tensor> pre_classifier;
+    private nn.Module<Tensor, Tensor> classifier;
+    private Dropout dropout;
+
+    /// <summary>Builds the model; both head layers are initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
+    public DistilBertForSequenceClassification(HfConfig config, int numLabels) : base(nameof(DistilBertForSequenceClassification))
+    {
+        if (numLabels < 1) throw new ArgumentOutOfRangeException(nameof(numLabels), numLabels, "A classifier needs at least one label.");
+        var cfg = DistilBertConfig.FromHf(config);
+        _numLabels = numLabels;
+        distilbert = new DistilBertModel(cfg, config);
+        pre_classifier = nn.Linear(cfg.Dim, cfg.Dim);
+        classifier = nn.Linear(cfg.Dim, numLabels);
+        dropout = nn.Dropout(cfg.SeqClassifDropout);
+        RegisterComponents();
+        HfInit.Apply(pre_classifier, cfg.InitializerRange);
+        HfInit.Apply(classifier, cfg.InitializerRange);
+    }
+
+    public override HfConfig Config => distilbert.Config;
+    public override string ModelType => "distilbert";
+    public override string BaseModelPrefix => "distilbert";
+    public override IReadOnlyList<string> HeadModuleNames => ["pre_classifier", "classifier"];
+    public override int NumLabels => _numLabels;
+
+    /// <summary>Logits (B, NumLabels) from the first token ([CLS]).</summary>
+    public override Tensor forward(EncoderInputs inputs)
+    {
+        var first = distilbert.forward(inputs).LastHiddenState.select(1, 0);                    // (B, H)
+        var pooled = pre_classifier.forward(first).relu();                            // (B, H)
+        return classifier.forward(dropout.forward(pooled));                                     // (B, C)
+    }
+}
+
+/// <summary>DistilBertForQuestionAnswering: <c>distilbert</c>, dropout (qa_dropout), <c>qa_outputs</c> (H -> 2).</summary>
+public sealed class DistilBertForQuestionAnswering : QuestionAnsweringModel
+{
+    private DistilBertModel distilbert;
+    private nn.Module<Tensor, Tensor> qa_outputs;
+    private Dropout dropout;
+
+    /// <summary>Builds the model; <c>qa_outputs</c> is initialised as transformers does.</summary>
+    public DistilBertForQuestionAnswering(HfConfig config) : base(nameof(DistilBertForQuestionAnswering))
+    {
+        var cfg = DistilBertConfig.FromHf(config);
+        distilbert = new DistilBertModel(cfg, config);
+        qa_outputs = nn.Linear(cfg.Dim, 2);
+        dropout = nn.Dropout(cfg.QaDropout);
+        RegisterComponents();
+        HfInit.Apply(qa_outputs, cfg.InitializerRange);
+    }
+
+    public override HfConfig Config => distilbert.Config;
+    public override string ModelType => "distilbert";
+    public override string BaseModelPrefix => "distilbert";
+
+    /// <summary>Start and end logits, each (B, T).</summary>
+    public override (Tensor StartLogits, Tensor EndLogits) forward(EncoderInputs inputs) =>
+        SpanHead.Split(qa_outputs.forward(dropout.forward(distilbert.forward(inputs).LastHiddenState)));
+}
+
+// ---- building blocks ----
+
+/// <summary>word + position embeddings, LayerNorm, dropout.</summary>
+internal sealed class DistilBertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
+{
+    internal Embedding word_embeddings;
+    private Embedding position_embeddings;
+    private LayerNorm LayerNorm;
+    private Dropout dropout;
+
+    public DistilBertEmbeddings(DistilBertConfig cfg) : base(nameof(DistilBertEmbeddings))
+    {
+        word_embeddings = nn.Embedding(cfg.VocabSize, cfg.Dim, padding_idx: cfg.PadTokenId);
+        position_embeddings = nn.Embedding(cfg.MaxPositionEmbeddings, cfg.Dim);
+        LayerNorm = nn.LayerNorm(cfg.Dim, cfg.LayerNormEps);
+        dropout = nn.Dropout(cfg.Dropout);
+        RegisterComponents();
+    }
+
+    /// <summary>Fixed positions: sin on even features, cos on odd, angle pos / 10000^(2*(j/2)/dim) (Vaswani et al. 2017); frozen.</summary>
+    public void UseSinusoidalPositions()
+    {
+        var weight = position_embeddings.weight!;
+        long positions = weight.shape[0], dim = weight.shape[1];
+        using (no_grad())
+        {
+            var pos = arange(positions, ScalarType.Float64).unsqueeze(1);                       // (P, 1)
+            var pairIndex = arange(dim, ScalarType.Float64).div(2, rounding_mode: RoundingMode.floor);
+            var angle = pos / pow(10000.0, pairIndex * 2 / dim).unsqueeze(0);                   // (P, D)
+            var even = arange(0, dim, 2, ScalarType.Int64);
+            var odd = arange(1, dim, 2, ScalarType.Int64);
+            weight.index_copy_(1, even, sin(angle.index_select(1, even)).to_type(weight.dtype));
+            weight.index_copy_(1, odd, cos(angle.index_select(1, odd)).to_type(weight.dtype));
+        }
+        weight.requires_grad = false;
+    }
+
+    /// <param name="inputIds">(B, T).</param>
+    /// <param name="positionIds">(1, T).</param>
+    public override Tensor forward(Tensor inputIds, Tensor positionIds)
+    {
+        var x = word_embeddings.forward(inputIds) + position_embeddings.forward(positionIds);   // (B, T, H)
+        return dropout.forward(LayerNorm.forward(x));
+    }
+}
+
+/// <summary><c>transformer.layer.N</c>.</summary>
+internal sealed class DistilBertTransformer : nn.Module<Tensor, Tensor, Tensor>
+{
+    private ModuleList<DistilBertBlock> layer;
+
+    public DistilBertTransformer(DistilBertConfig cfg) : base(nameof(DistilBertTransformer))
+    {
+        layer = new ModuleList<DistilBertBlock>(Enumerable.Range(0, cfg.NLayers).Select(_ => new DistilBertBlock(cfg)).ToArray());
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor mask)
+    {
+        foreach (var block in layer) hidden = block.forward(hidden, mask);
+        return hidden;
+    }
+}
+
+/// <summary>One block: <c>attention</c>, <c>sa_layer_norm</c>, <c>ffn</c>, <c>output_layer_norm</c> (post-LayerNorm).</summary>
+internal sealed class DistilBertBlock : nn.Module<Tensor, Tensor, Tensor>
+{
+    private DistilBertAttention attention;
+    private LayerNorm sa_layer_norm;
+    private DistilBertFeedForward ffn;
+    private LayerNorm output_layer_norm;
+
+    public DistilBertBlock(DistilBertConfig cfg) : base(nameof(DistilBertBlock))
+    {
+        attention = new DistilBertAttention(cfg);
+        sa_layer_norm = nn.LayerNorm(cfg.Dim, cfg.LayerNormEps);
+        ffn = new DistilBertFeedForward(cfg);
+        output_layer_norm = nn.LayerNorm(cfg.Dim, cfg.LayerNormEps);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor mask)
+    {
+        var attended = sa_layer_norm.forward(attention.forward(hidden, mask) + hidden);         // (B, T, H)
+        return output_layer_norm.forward(ffn.forward(attended) + attended);                     // (B, T, H)
+    }
+}
+
+/// <summary><c>attention.q_lin/k_lin/v_lin/out_lin</c>.</summary>
+internal sealed class DistilBertAttention : nn.Module<Tensor, Tensor, Tensor>
+{
+    private readonly int _heads;
+    private readonly double _dropout;
+    private nn.Module<Tensor, Tensor> q_lin;
+    private nn.Module<Tensor, Tensor> k_lin;
+    private nn.Module<Tensor, Tensor> v_lin;
+    private nn.Module<Tensor, Tensor> out_lin;
+
+    public DistilBertAttention(DistilBertConfig cfg) : base(nameof(DistilBertAttention))
+    {
+        (_heads, _dropout) = (cfg.NHeads, cfg.AttentionDropout);
+        q_lin = nn.Linear(cfg.Dim, cfg.Dim);
+        k_lin = nn.Linear(cfg.Dim, cfg.Dim);
+        v_lin = nn.Linear(cfg.Dim, cfg.Dim);
+        out_lin = nn.Linear(cfg.Dim, cfg.Dim);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden, Tensor mask)
+    {
+        var context = EncoderAttention.Attend(q_lin.forward(hidden), k_lin.forward(hidden), v_lin.forward(hidden), _heads, mask, training ? _dropout : 0.0);
+        return out_lin.forward(context);                                                        // (B, T, H)
+    }
+}
+
+/// <summary><c>ffn.lin1</c> (H -> hidden_dim), activation, <c>ffn.lin2</c> (hidden_dim -> H), dropout.</summary>
+internal sealed class DistilBertFeedForward : nn.Module<Tensor, Tensor>
+{
+    private nn.Module<Tensor, Tensor> lin1;
+    private nn.Module<Tensor, Tensor> lin2;
+    private nn.Module<Tensor, Tensor> activation;
+    private Dropout dropout;
+
+    public DistilBertFeedForward(DistilBertConfig cfg) : base(nameof(DistilBertFeedForward))
+    {
+        lin1 = nn.Linear(cfg.Dim, cfg.HiddenDim);
+        lin2 = nn.Linear(cfg.HiddenDim, cfg.Dim);
+        activation = Activations.Create(cfg.Activation, key: "activation");
+        dropout = nn.Dropout(cfg.Dropout);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden) => dropout.forward(lin2.forward(activation.forward(lin1.forward(hidden))));
+}

@@ -1,0 +1,233 @@
+using MLNet.FineTune.Checkpoints;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MLNet.FineTune.Models;
+
+/// <summary>GPT-2's config.json (Radford et al. 2019), with transformers' defaults for absent keys.</summary>
+public sealed record Gpt2Config(
+    int VocabSize, int NPositions, int NEmbd, int NLayer, int NHead, int NInner, string ActivationFunction,
+    double LayerNormEpsilon, double ResidPdrop, double EmbdPdrop, double AttnPdrop,
+    bool ScaleAttnWeights, bool ScaleAttnByInverseLayerIdx, bool TieWordEmbeddings)
+{
+    /// <summary>Reads a GPT-2 config.</summary>
+    public static Gpt2Config FromHf(HfConfig c)
+    {
+        int embd = c.GetInt("n_embd", 768);
+        var config = new Gpt2Config(
+            c.GetInt("vocab_size", 50257), c.GetInt("n_positions", c.GetInt("n_ctx", 1024)), embd,
+            c.GetInt("n_layer", 12), c.GetInt("n_head", 12), c.GetInt("n_inner", 4 * embd),
+            c.GetString("activation_function", "gelu_new"), c.GetDouble("layer_norm_epsilon", 1e-5),
+            c.GetDouble("resid_pdrop", 0.1), c.GetDouble("embd_pdrop", 0.1), c.GetDouble("attn_pdrop", 0.1),
+            c.GetBool("scale_attn_weights", true), c.GetBool("scale_attn_by_inverse_layer_idx", false),
+            c.GetBool("tie_word_embeddings", true));
+        if (config.NEmbd % config.NHead != 0)
+            throw new InvalidDataException($"{c.Path}: n_embd {config.NEmbd} is not divisible by n_head {config.NHead}.");
+        return config;
+    }
+}
+
+/// <summary>
+/// GPT-2's linear layer ("Conv1D" in transformers): y = x W + b with W stored [in, out], the transpose of nn.Linear.
+/// </summary>
+/// <remarks>
+/// Kept in Hugging Face's layout rather than transposed at load time, so that keys and shapes equal the checkpoint's
+/// and an exported state dict is a valid GPT-2 checkpoint with no transform either way. Consequence for PEFT: this
+/// layer is PEFT's <c>fan_in_fan_out = true</c> case: LoRA's delta (B A, shaped [out, in]) is transposed before it is
+/// added to <see cref="weight"/>, and <see cref="InFeatures"/> is weight.shape[0].
+/// </remarks>
+public sealed class Conv1D : nn.Module<Tensor, Tensor>
+{
+    /// <summary>[in, out].</summary>
+    public Parameter weight;
+    /// <summary>[out].</summary>
+    public Parameter bias;
+
+    /// <summary>Input width: weight.shape[0].</summary>
+    public long InFeatures => weight.shape[0];
+    /// <summary>Output width: weight.shape[1].</summary>
+    public long OutFeatures => weight.shape[1];
+
+    /// <summary>A layer initialised as transformers does (weights N(0, 0.02), bias 0).</summary>
+    public Conv1D(long inFeatures, long outFeatures) : base(nameof(Conv1D))
+    {
+        weight = nn.Parameter(empty(inFeatures, outFeatures));
+        bias = nn.Parameter(zeros(outFeatures));
+        using (no_grad()) nn.init.normal_(weight, 0, 0.02);
+        RegisterComponents();
+    }
+
+    /// <summary>(..., in) -> (..., out).</summary>
+    public override Tensor forward(Tensor x)
+    {
+        long[] outShape = [.. x.shape[..^1], weight.shape[1]];
+        return bias.addmm(x.reshape(-1, x.shape[^1]), weight).view(outShape);
+    }
+}
+
+/// <summary>GPT-2 self-attention: fused q/k/v projection <c>c_attn</c>, output <c>c_proj</c>.</summary>
+public sealed class Gpt2Attention : nn.Module
+{
+    private nn.Module<Tensor, Tensor> c_attn;
+    private nn.Module<Tensor, Tensor> c_proj;
+    private readonly Dropout resid_dropout;
+    private readonly int _heads, _layerIndex;
+    private readonly double _attentionDropout, _queryScale;
+
+    internal Gpt2Attention(Gpt2Config config, int layerIndex) : base(nameof(Gpt2Attention))
+    {
+        c_attn = new Conv1D(config.NEmbd, 3 * config.NEmbd);
+        c_proj = new Conv1D(config.NEmbd, config.NEmbd);
+        resid_dropout = nn.Dropout(config.ResidPdrop);
+        (_heads, _layerIndex, _attentionDropout) = (config.NHead, layerIndex, config.AttnPdrop);
+        // SDPA scales by 1/sqrt(D); other GPT-2 scalings are folded into the queries.
+        double headDim = config.NEmbd / config.NHead, wanted = config.ScaleAttnWeights ? 1 / Math.Sqrt(headDim) : 1;
+        if (config.ScaleAttnByInverseLayerIdx) wanted /= layerIndex + 1;
+        _queryScale = wanted * Math.Sqrt(headDim);
+        RegisterComponents();
+    }
+
+    internal Tensor Forward(Tensor x, AttentionMasking masking, KvCache? cache)   // x (B, T, C)
+    {
+        var (batch, length, width) = (x.shape[0], x.shape[1], x.shape[2]);
+        var qkv = c_attn.call(x).split(width, dim: 2);                  // 3 x (B, T, C)
+        Tensor Heads(Tensor t) => t.view(batch, length, _heads, width / _heads).transpose(1, 2);   // (B, H, T, D)
+        var (q, k, v) = (Heads(qkv[0]), Heads(qkv[1]), Heads(qkv[2]));
+        if (_queryScale != 1) q = q * _queryScale;
+        if (cache is not null) (k, v) = cache.Append(_layerIndex, k, v);
+        var y = CausalAttention.Attend(q, k, v, masking, training ? _attentionDropout : 0);   // (B, H, T, D)
+        return resid_dropout.call(c_proj.call(y.transpose(1, 2).reshape(batch, length, width)));
+    }
+}
+
+/// <summary>GPT-2 feed-forward: c_fc, activation, c_proj.</summary>
+public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
+{
+    private nn.Module<Tensor, Tensor> c_fc;
+    private nn.Module<Tensor, Tensor> c_proj;
+    private readonly Dropout dropout;
+    private readonly Func<Tensor, Tensor> _activation;
+
+    internal Gpt2Mlp(Gpt2Config config, string configPath) : base(nameof(Gpt2Mlp))
+    {
+        c_fc = new Conv1D(config.NEmbd, config.NInner);
+        c_proj = new Conv1D(config.NInner, config.NEmbd);
+        dropout = nn.Dropout(config.ResidPdrop);
+        _activation = HfActivations.Get(config.ActivationFunction, configPath);
+        RegisterComponents();
+    }
+
+    /// <summary>(B, T, C) -> (B, T, C).</summary>
+    public override Tensor forward(Tensor x) => dropout.call(c_proj.call(_activation(c_fc.call(x))));
+}
+
+/// <summary>A pre-norm GPT-2 block: x + attn(ln_1(x)), then + mlp(ln_2(x)).</summary>
+public sealed class Gpt2Block : nn.Module
+{
+    private readonly LayerNorm ln_1;
+    private readonly Gpt2Attention attn;
+    private readonly LayerNorm ln_2;
+    private readonly Gpt2Mlp mlp;
+
+    internal Gpt2Block(Gpt2Config config, int layerIndex, string configPath) : base(nameof(Gpt2Block))
+    {
+        ln_1 = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        attn = new Gpt2Attention(config, layerIndex);
+        ln_2 = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        mlp = new Gpt2Mlp(config, configPath);
+        RegisterComponents();
+    }
+
+    internal Tensor Forward(Tensor x, AttentionMasking masking, KvCache? cache)
+    {
+        x = x + attn.Forward(ln_1.call(x), masking, cache);
+        return x + mlp.call(ln_2.call(x));
+    }
+}
+
+/// <summary>The GPT-2 backbone (<c>transformer.*</c> in GPT2LMHeadModel): embeddings, blocks, final norm.</summary>
+public sealed class Gpt2Model : nn.Module
+{
+    private readonly Embedding wte;
+    private readonly Embedding wpe;
+    private readonly Dropout drop;
+    private readonly ModuleList<Gpt2Block> h;
+    private readonly LayerNorm ln_f;
+    private readonly int _maxPositions;
+
+    internal Gpt2Model(Gpt2Config config, string configPath) : base(nameof(Gpt2Model))
+    {
+        wte = nn.Embedding(config.VocabSize, config.NEmbd);
+        wpe = nn.Embedding(config.NPositions, config.NEmbd);
+        using (no_grad()) { nn.init.normal_(wte.weight, 0, 0.02); nn.init.normal_(wpe.weight, 0, 0.02); }
+        drop = nn.Dropout(config.EmbdPdrop);
+        h = nn.ModuleList(Enumerable.Range(0, config.NLayer).Select(i => new Gpt2Block(config, i, configPath)).ToArray());
+        ln_f = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
+        _maxPositions = config.NPositions;
+        RegisterComponents();
+    }
+
+    /// <summary>The token embedding (the tied output projection reads its weight).</summary>
+    internal Embedding TokenEmbedding => wte;
+
+    /// <summary>Hidden states (B, T, C) after ln_f.</summary>
+    internal Tensor Forward(CausalLMInputs inputs)
+    {
+        var ids = inputs.InputIds;                                   // (B, T)
+        var (batch, length) = (ids.shape[0], ids.shape[1]);
+        long past = inputs.Cache?.Length ?? 0;
+        if (past + length > _maxPositions)
+            throw new ArgumentException($"GPT-2 has {_maxPositions} positions (n_positions); this call reaches {past + length}.", nameof(inputs));
+        var positions = CausalAttention.PositionIds(inputs, past);   // (B, T)
+        var x = drop.call(wte.call(ids) + wpe.call(positions));      // (B, T, C)
+        var masking = CausalAttention.Build(inputs.AttentionMask, batch, length, past, null, ids.device);
+        foreach (var block in h) x = block.Forward(x, masking, inputs.Cache);
+        return ln_f.call(x);
+    }
+}
+
+/// <summary>
+/// GPT2LMHeadModel: the backbone under <c>transformer</c> and an output projection. With tied embeddings (GPT-2's
+/// default) the projection is <c>transformer.wte.weight</c> and the state dict has no <c>lm_head.weight</c>, as the
+/// checkpoint files have none.
+/// </summary>
+public sealed class Gpt2LMHeadModel : CausalLanguageModel
+{
+    private readonly Gpt2Model transformer;
+    private nn.Module<Tensor, Tensor>? lm_head;   // null when tied
+    private readonly HfConfig _config;
+
+    /// <summary>A randomly initialised model for a GPT-2 config.</summary>
+    public Gpt2LMHeadModel(HfConfig config) : base(nameof(Gpt2LMHeadModel))
+    {
+        _config = config;
+        Settings = Gpt2Config.FromHf(config);
+        transformer = new Gpt2Model(Settings, config.Path);
+        if (!Settings.TieWordEmbeddings) lm_head = nn.Linear(Settings.NEmbd, Settings.VocabSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    /// <summary>The typed config.</summary>
+    public Gpt2Config Settings { get; }
+
+    /// <inheritdoc/>
+    public override HfConfig Config => _config;
+    /// <inheritdoc/>
+    public override string ModelType => "gpt2";
+    /// <inheritdoc/>
+    public override string BaseModelPrefix => "transformer";
+    /// <inheritdoc/>
+    public override int VocabSize => Settings.VocabSize;
+    /// <inheritdoc/>
+    public override int NumLayers => Settings.NLayer;
+    /// <inheritdoc/>
+    public override bool TiedWordEmbeddings => lm_head is null;
+
+    /// <summary>Logits (B, T, V).</summary>
+    public override Tensor forward(CausalLMInputs inputs)
+    {
+        var hidden = transformer.Forward(inputs);                    // (B, T, C)
+        return lm_head is null ? nn.functional.linear(hidden, transformer.TokenEmbedding.weight!) : lm_head.call(hidden);
+    }
+}

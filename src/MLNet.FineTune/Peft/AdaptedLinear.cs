@@ -1,0 +1,180 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MLNet.FineTune.Peft;
+
+/// <summary>
+/// Base of every adapter wrapper around a linear layer (nn.Linear, or GPT-2's Conv1D whose weight is stored
+/// [in, out]). The wrapper takes over the base layer's own <c>weight</c> and <c>bias</c> parameters under those names,
+/// so a wrapped model's state-dict keys stay <c>...query.weight</c> and a base checkpoint loads into it unchanged;
+/// the adapter's parameters sit beside them (<c>lora_A.weight</c>, <c>ia3_l</c>, ...).
+/// </summary>
+/// <remarks>
+/// Mixed precision: the frozen base may be held in bfloat16 while the adapter's parameters stay float32. Forward runs
+/// every matmul in one compute dtype, <see cref="ComputeDType"/>, or the input's dtype when that is null: the input,
+/// the base weight and the adapter weights are cast to it inside forward (the cast is differentiable, so gradients
+/// reach float32 adapter parameters). The output has the compute dtype.
+/// </remarks>
+public abstract class AdaptedLinear : nn.Module<Tensor, Tensor>
+{
+    // Field names are the state-dict names (TorchSharp names a component after its field).
+#pragma warning disable IDE1006
+    /// <summary>The base layer's weight: (out, in) for nn.Linear, (in, out) for Conv1D.</summary>
+    protected Parameter weight;
+    /// <summary>The base layer's bias (out), or null.</summary>
+    protected Parameter? bias;
+#pragma warning restore IDE1006
+
+    /// <summary>Builds the wrapper from the base layer's parameters.</summary>
+    protected AdaptedLinear(string name, BaseLinear baseLayer) : base(name)
+    {
+        weight = baseLayer.Weight;
+        bias = baseLayer.Bias;
+        FanInFanOut = baseLayer.FanInFanOut;
+        InFeatures = baseLayer.InFeatures;
+        OutFeatures = baseLayer.OutFeatures;
+        BaseTypeName = baseLayer.TypeName;
+    }
+
+    /// <summary>The base weight (shared with the model's state dict under <c>weight</c>).</summary>
+    public Parameter Weight => weight;
+
+    /// <summary>The base bias, or null.</summary>
+    public Parameter? Bias => bias;
+
+    /// <summary>True when the weight is stored [in, out] (GPT-2's Conv1D; PEFT's <c>fan_in_fan_out</c>).</summary>
+    public bool FanInFanOut { get; }
+
+    /// <summary>Input features of the base layer.</summary>
+    public long InFeatures { get; }
+
+    /// <summary>Output features of the base layer.</summary>
+    public long OutFeatures { get; }
+
+    /// <summary>The wrapped layer's type name ("Linear", "Conv1D").</summary>
+    public string BaseTypeName { get; }
+
+    /// <summary>The dtype every matmul of forward runs in; null: the input's dtype.</summary>
+    public ScalarType? ComputeDType { get; set; }
+
+    /// <summary>When false, forward is the base layer alone (PEFT's <c>disable_adapter</c>); merged weights are
+    /// unmerged first.</summary>
+    public bool AdapterEnabled { get; set; } = true;
+
+    /// <summary>True while the adapter is folded into the base weight (forward then runs the base layer only).</summary>
+    public bool IsMerged { get; protected set; }
+
+    /// <summary>Whether this adapter can be folded into the base weight.</summary>
+    public virtual bool CanMerge => true;
+
+    /// <summary>The adapter's own parameters, with their names relative to this module (e.g. <c>lora_A.weight</c>).</summary>
+    public abstract IEnumerable<(string Name, Parameter Parameter)> AdapterParameters();
+
+    /// <summary>Folds the adapter into the base weight (for inference).</summary>
+    public void Merge()
+    {
+        if (IsMerged) return;
+        if (!CanMerge) throw new NotSupportedException($"{GetType().Name} cannot be merged into the base weight: its function is not linear in the input.");
+        using var scope = NewDisposeScope();
+        using (no_grad()) MergeCore();
+        IsMerged = true;
+    }
+
+    /// <summary>Restores the base weight a <see cref="Merge"/> changed.</summary>
+    public void Unmerge()
+    {
+        if (!IsMerged) return;
+        using var scope = NewDisposeScope();
+        using (no_grad()) UnmergeCore();
+        IsMerged = false;
+    }
+
+    /// <summary>Changes the base weight in place (called under no_grad).</summary>
+    protected abstract void MergeCore();
+
+    /// <summary>Undoes <see cref="MergeCore"/> (called under no_grad).</summary>
+    protected abstract void UnmergeCore();
+
+    /// <summary>Forward: the base layer alone when the adapter is merged or disabled, else the adapted layer.</summary>
+    public sealed override Tensor forward(Tensor input)
+    {
+        if (!AdapterEnabled && IsMerged) Unmerge();
+        var x = CastTo(input, ComputeDType ?? input.dtype);
+        if (!AdapterEnabled || IsMerged) return BaseForward(x);
+        return AdaptedForward(x);
+    }
+
+    /// <summary>The adapted layer; <paramref name="x"/> already has the compute dtype.</summary>
+    protected abstract Tensor AdaptedForward(Tensor x);
+
+    /// <summary>The base layer: x W^T + b, in x's dtype. // (..., in) -> (..., out)</summary>
+    protected Tensor BaseForward(Tensor x) =>
+        nn.functional.linear(x, WeightOutIn(x.dtype), bias is null ? null : CastTo(bias, x.dtype));
+
+    /// <summary>The base weight as (out, in) in <paramref name="dtype"/> (a view for Conv1D's [in, out] storage).</summary>
+    protected Tensor WeightOutIn(ScalarType dtype)
+    {
+        var w = CastTo(weight, dtype);
+        return FanInFanOut ? w.t() : w;
+    }
+
+    /// <summary>Transposes an (out, in) matrix into the storage layout of the base weight.</summary>
+    protected Tensor ToStorageLayout(Tensor outIn) => FanInFanOut ? outIn.t() : outIn;
+
+    /// <summary>Casts when the dtype differs (the cast is part of the autograd graph).</summary>
+    protected static Tensor CastTo(Tensor t, ScalarType dtype) => t.dtype == dtype ? t : t.to_type(dtype);
+
+    /// <summary>Overwrites the base weight in place with <paramref name="value"/> (converted to its dtype).</summary>
+    protected void SetWeight(Tensor value) => weight.copy_(value);
+}
+
+/// <summary>
+/// A linear layer found in a model, described independently of its class: nn.Linear (weight (out, in)) or a
+/// Conv1D (weight (in, out), GPT-2's layout, recognised by its class name as PEFT does).
+/// </summary>
+public sealed class BaseLinear
+{
+    private BaseLinear(nn.Module module, Parameter weight, Parameter? bias, bool fanInFanOut)
+    {
+        Module = module;
+        Weight = weight;
+        Bias = bias;
+        FanInFanOut = fanInFanOut;
+        InFeatures = fanInFanOut ? weight.shape[0] : weight.shape[1];
+        OutFeatures = fanInFanOut ? weight.shape[1] : weight.shape[0];
+    }
+
+    /// <summary>The module itself.</summary>
+    public nn.Module Module { get; }
+    /// <summary>Its weight parameter.</summary>
+    public Parameter Weight { get; }
+    /// <summary>Its bias parameter, or null.</summary>
+    public Parameter? Bias { get; }
+    /// <summary>True for Conv1D's [in, out] storage.</summary>
+    public bool FanInFanOut { get; }
+    /// <summary>Input features.</summary>
+    public long InFeatures { get; }
+    /// <summary>Output features.</summary>
+    public long OutFeatures { get; }
+    /// <summary>The module's class name.</summary>
+    public string TypeName => Module.GetType().Name;
+
+    /// <summary>Recognises nn.Linear and Conv1D (a class named "Conv1D" holding exactly a 2-D <c>weight</c> [in, out]
+    /// and an optional <c>bias</c> [out]); returns null for anything else.</summary>
+    public static BaseLinear? TryCreate(nn.Module module)
+    {
+        if (module is AdaptedLinear) return null;
+        bool isLinear = module is Linear;
+        bool isConv1D = module.GetType().Name == "Conv1D";
+        if (!isLinear && !isConv1D) return null;
+        if (module.named_children().Any()) return null;
+        var parameters = module.named_parameters(recurse: false).ToDictionary(p => p.name, p => p.parameter);
+        if (!parameters.TryGetValue("weight", out var weight) || weight.dim() != 2) return null;
+        parameters.TryGetValue("bias", out var bias);
+        if (parameters.Keys.Any(k => k is not ("weight" or "bias"))) return null;
+        long outFeatures = isConv1D ? weight.shape[1] : weight.shape[0];
+        if (bias is not null && (bias.dim() != 1 || bias.shape[0] != outFeatures)) return null;
+        return new BaseLinear(module, weight, bias, fanInFanOut: isConv1D);
+    }
+}

@@ -1,0 +1,180 @@
+using System.Text.RegularExpressions;
+using MLNet.FineTune.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MLNet.FineTune.Peft;
+
+/// <summary>Injection by module name as PEFT does it (BaseTuner.inject_adapter): resolve the targets, wrap each
+/// matched linear layer, then freeze all but the adapter, the modules to save and the configured biases.</summary>
+internal static class AdapterInjector
+{
+    private const string AllLinear = "all-linear";
+
+    public static (PeftConfig Resolved, Dictionary<string, AdaptedLinear> Layers, IReadOnlyList<string> Saved) Inject(
+        nn.Module model, PeftConfig config, PeftOptions options)
+    {
+        var pretrained = model as IPretrainedModel;
+        var modelType = options.ModelType ?? pretrained?.ModelType;
+        var heads = options.HeadModuleNames ?? pretrained?.HeadModuleNames ?? [];
+        var taskType = config.TaskType ?? model switch
+        {
+            SequenceClassificationModel => PeftTaskType.SequenceClassification,
+            QuestionAnsweringModel => PeftTaskType.QuestionAnswering,
+            _ => null,
+        };
+
+        // modules_to_save as PEFT writes it: the user's list (the task head added when absent), then the task type's
+        // own names appended, duplicates included, as PEFT's task models extend it. A list that already ends with
+        // them (a config read back from a file) is left as it is, so a reloaded adapter saves the same list again.
+        var writtenSaved = (config.ModulesToSave ?? []).ToList();
+        writtenSaved.AddRange(heads.Where(h => !writtenSaved.Contains(h)));
+        var taskNames = PeftTaskType.DefaultModulesToSave(taskType);
+        if (taskNames.Count > 0 && !(writtenSaved.Count >= taskNames.Count && writtenSaved.TakeLast(taskNames.Count).SequenceEqual(taskNames)))
+            writtenSaved.AddRange(taskNames);
+        var savedEntries = writtenSaved.Distinct().ToList();
+
+        var modules = model.named_modules().ToList();
+        var savedPaths = modules.Select(m => m.name).Where(n => ModuleMatcher.IsModuleToSave(n, savedEntries)).ToList();
+
+        if (config is FullFineTuneConfig)
+        {
+            foreach (var (_, p) in model.named_parameters()) p.requires_grad = !config.InferenceMode;
+            return (config with { TaskType = taskType, ModulesToSave = writtenSaved.Count > 0 ? writtenSaved : null }, new(), []);
+        }
+
+        var (targets, pattern, resolved) = ResolveTargets(config, modelType, modules, heads);
+        var matched = new List<(string Path, BaseLinear Base)>();
+        int excluded = 0;
+        foreach (var (name, module) in modules)
+        {
+            switch (ModuleMatcher.Check(targets, pattern, resolved, savedEntries, name))
+            {
+                case ModuleMatch.Excluded:
+                    // Count only exclusions that took away a target (for the error when nothing is left).
+                    if (ModuleMatcher.Check(targets, pattern, resolved with { ExcludeModules = null, ExcludeModulesPattern = null }, [], name) == ModuleMatch.Matched)
+                        excluded++;
+                    break;
+                case ModuleMatch.Matched:
+                    var baseLinear = BaseLinear.TryCreate(module)
+                        ?? throw new ArgumentException($"Target module '{name}' is a {module.GetType().Name}, not a linear layer: {resolved.PeftType} adapts nn.Linear and Conv1D layers only. Target its linear layers instead ({Candidates(modules)}).");
+                    matched.Add((name, baseLinear));
+                    break;
+            }
+        }
+        if (matched.Count == 0) throw NothingMatched(resolved, targets, pattern, excluded, modules);
+
+        var layers = new Dictionary<string, AdaptedLinear>(StringComparer.Ordinal);
+        foreach (var (path, baseLinear) in matched)
+        {
+            var adapterDType = options.AdapterDType
+                ?? (baseLinear.Weight.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? ScalarType.Float32 : baseLinear.Weight.dtype);
+            var layer = Create(resolved, path, baseLinear, adapterDType);
+            ModuleSurgery.Replace(model, path, layer);
+            layers[path] = layer;
+        }
+
+        SetTrainable(model, resolved, layers, savedPaths);
+        bool fanInFanOut = matched.Any(m => m.Base.FanInFanOut);
+        var final = resolved with
+        {
+            TaskType = taskType,
+            ModulesToSave = writtenSaved.Count > 0 ? writtenSaved : null,
+            FanInFanOut = fanInFanOut,
+        };
+        return (final, layers, savedPaths);
+    }
+
+    // Fills in the family's defaults and expands "all-linear"; returns what matching uses and the config to record.
+    private static (IReadOnlyList<string>? Targets, string? Pattern, PeftConfig Resolved) ResolveTargets(
+        PeftConfig config, string? modelType, List<(string name, nn.Module module)> modules, IReadOnlyList<string> heads)
+    {
+        if (config.TargetModulesPattern is { } p && p.Equals(AllLinear, StringComparison.OrdinalIgnoreCase))
+        {
+            // Every linear layer but the output layer (lm_head) and the task head, by full name, as PEFT resolves it.
+            var names = modules.Where(m => BaseLinear.TryCreate(m.module) is not null)
+                .Select(m => m.name)
+                .Where(n => n.Split('.')[^1] != "lm_head" && !heads.Any(h => n == h || n.StartsWith(h + ".", StringComparison.Ordinal)))
+                .ToList();
+            config = config with { TargetModules = names, TargetModulesPattern = null };
+        }
+        else if (config.TargetModules is null && config.TargetModulesPattern is null)
+        {
+            config = config switch
+            {
+                LoraConfig => config with { TargetModules = TargetModuleDefaults.LoraTargets(modelType) ?? throw NoDefaults(config, modelType) },
+                IA3Config => config with { TargetModules = (TargetModuleDefaults.IA3Targets(modelType) ?? throw NoDefaults(config, modelType)).Targets },
+                BottleneckConfig b => config with { TargetModulesPattern = TargetModuleDefaults.BottleneckPattern(modelType, b.Kind) ?? throw NoDefaults(config, modelType) },
+                _ => config,
+            };
+        }
+        if (config is IA3Config ia3)
+        {
+            if (ia3.FeedforwardModules is null && ia3.FeedforwardModulesPattern is null)
+                config = ia3 = ia3 with { FeedforwardModules = (TargetModuleDefaults.IA3Targets(modelType) ?? throw NoDefaults(config, modelType, "feedforward_modules")).Feedforward };
+            if (ia3.FeedforwardModules is { } ff && ia3.TargetModules is { } t && ff.Except(t).FirstOrDefault() is { } stray)
+                throw new ArgumentException($"IA3 feedforward_modules must be a subset of target_modules: '{stray}' is not a target ({string.Join(", ", t)}).");
+        }
+        return (config.TargetModules, config.TargetModulesPattern, config);
+    }
+
+    private static AdaptedLinear Create(PeftConfig config, string path, BaseLinear baseLinear, ScalarType adapterDType) => config switch
+    {
+        LoraConfig lora => new LoraLinear(baseLinear,
+            rank: PatternValue(lora.RankPattern, path) ?? lora.Rank,
+            alpha: PatternValue(lora.AlphaPattern, path) ?? lora.Alpha,
+            dropout: lora.Dropout, useRsLora: lora.UseRsLora, useDora: lora.UseDora, init: lora.Init, adapterDType: adapterDType),
+        IA3Config ia3 => new IA3Linear(baseLinear, ModuleMatcher.IsFeedforward(ia3, path), ia3.InitIA3Weights, adapterDType),
+        BottleneckConfig b => new BottleneckLinear(baseLinear, b.ReductionFactor, b.NonLinearity, b.Scaling, adapterDType),
+        _ => throw new NotSupportedException($"No adapter layer for peft_type {config.PeftType}."),
+    };
+
+    // PEFT's get_pattern_key: the first key that matches the end of the module name (as a name or a regex).
+    private static T? PatternValue<T>(IReadOnlyDictionary<string, T>? patterns, string path) where T : struct
+    {
+        if (patterns is null) return null;
+        foreach (var (key, value) in patterns)
+            if (Regex.IsMatch(path, $@"^(.*\.)?({key})\z")) return value;
+        return null;
+    }
+
+    private static void SetTrainable(nn.Module model, PeftConfig config, Dictionary<string, AdaptedLinear> layers, IReadOnlyList<string> savedPaths)
+    {
+        foreach (var (_, p) in model.named_parameters()) p.requires_grad = false;
+        if (config.InferenceMode) return;
+        foreach (var layer in layers.Values)
+            foreach (var (_, p) in layer.AdapterParameters()) p.requires_grad = true;
+        foreach (var path in savedPaths)
+            foreach (var (_, p) in ModuleSurgery.Get(model, path).named_parameters()) p.requires_grad = true;
+        if (config is LoraConfig { Bias: PeftBias.All })
+            foreach (var (name, p) in model.named_parameters())
+                if (name == "bias" || name.EndsWith(".bias", StringComparison.Ordinal)) p.requires_grad = true;
+        if (config is LoraConfig { Bias: PeftBias.LoraOnly })
+            foreach (var layer in layers.Values)
+                if (layer.Bias is { } b) b.requires_grad = true;
+    }
+
+    private static ArgumentException NoDefaults(PeftConfig config, string? modelType, string field = "target_modules") =>
+        new($"No default {field} for {config.PeftType} on model type '{modelType ?? "(unknown)"}' (defaults exist for {string.Join(", ", TargetModuleDefaults.KnownModelTypes)}): set {field} in the config.");
+
+    private static ArgumentException NothingMatched(PeftConfig config, IReadOnlyList<string>? targets, string? pattern, int excluded,
+        List<(string name, nn.Module module)> modules)
+    {
+        var what = pattern is not null ? $"pattern '{pattern}'" : $"[{string.Join(", ", targets ?? [])}]";
+        var reason = excluded > 0
+            ? $"No modules were targeted: target modules {what} matched nothing that is not excluded (exclude_modules, or a module to save)."
+            : $"Target modules {what} not found in the base model.";
+        if (config.LayersToTransform is { } l) reason += $" Note: layers_to_transform is [{string.Join(", ", l)}]" + (config.LayersPattern is { } lp ? $" with layers_pattern [{string.Join(", ", lp)}]." : ".");
+        return new ArgumentException($"{reason} {Candidates(modules)}");
+    }
+
+    // The model's linear layers by their last name, with one full name as an example.
+    private static string Candidates(List<(string name, nn.Module module)> modules)
+    {
+        var linear = modules.Where(m => BaseLinear.TryCreate(m.module) is not null).Select(m => m.name).ToList();
+        if (linear.Count == 0) return "The model has no linear layers.";
+        // Most frequent first: the per-layer projections before one-off heads.
+        var names = linear.GroupBy(n => n.Split('.')[^1]).OrderByDescending(g => g.Count()).ToList();
+        return $"Linear layers of this model: {string.Join(", ", names.Select(g => g.Key))} (e.g. '{names[0].First()}').";
+    }
+}

@@ -1,0 +1,217 @@
+using System.Globalization;
+using MLNet.FineTune.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace MLNet.FineTune.Peft;
+
+/// <summary>Run-time choices that are not part of an adapter's file.</summary>
+public sealed record PeftOptions
+{
+    /// <summary>The model family (<c>model_type</c>) for default targets; null: the model's own (IPretrainedModel).</summary>
+    public string? ModelType { get; init; }
+
+    /// <summary>The task head's top-level modules, always trained and saved; null: the model's own (IPretrainedModel).</summary>
+    public IReadOnlyList<string>? HeadModuleNames { get; init; }
+
+    /// <summary>Dtype of new adapter parameters; null: float32 over a 16-bit base (as PEFT's autocast_adapter_dtype),
+    /// else the base weight's dtype.</summary>
+    public ScalarType? AdapterDType { get; init; }
+
+    /// <summary>Dtype of every adapted layer's matmuls; null: the input's dtype (see <see cref="AdaptedLinear"/>).</summary>
+    public ScalarType? ComputeDType { get; init; }
+}
+
+/// <summary>Parameter counts, as PEFT's print_trainable_parameters reports them.</summary>
+/// <param name="Trainable">Parameters that receive gradients.</param>
+/// <param name="Total">All parameters (shared ones once).</param>
+public sealed record TrainableParameterCount(long Trainable, long Total)
+{
+    /// <summary>100 * trainable / total.</summary>
+    public double Percent => Total == 0 ? 0 : 100.0 * Trainable / Total;
+
+    /// <summary>PEFT's line: "trainable params: 296,450 || all params: 109,780,228 || trainable%: 0.2700".</summary>
+    public override string ToString() => string.Format(CultureInfo.InvariantCulture,
+        "trainable params: {0:N0} || all params: {1:N0} || trainable%: {2:F4}", Trainable, Total, Percent);
+}
+
+/// <summary>
+/// A model with an adapter injected: the frozen base, the adapter layers (by module path), the modules trained in
+/// full (task head), and the adapter's operations (save/load in PEFT's format, merge, parameter groups).
+/// </summary>
+public sealed class PeftModel
+{
+    /// <summary>PEFT's prefix of every key in <c>adapter_model.safetensors</c>.</summary>
+    public const string KeyPrefix = "base_model.model.";
+
+    private readonly Dictionary<string, AdaptedLinear> _layers;
+
+    private PeftModel(nn.Module model, PeftConfig config, Dictionary<string, AdaptedLinear> layers, IReadOnlyList<string> savedModules)
+    {
+        Model = model;
+        Config = config;
+        _layers = layers;
+        SavedModules = savedModules;
+    }
+
+    /// <summary>The model (changed in place by injection).</summary>
+    public nn.Module Model { get; }
+
+    /// <summary>The config as resolved against the model (targets, modules_to_save, task type, fan_in_fan_out):
+    /// what <see cref="SaveAdapter"/> writes.</summary>
+    public PeftConfig Config { get; private set; }
+
+    /// <summary>The adapter layers by module path.</summary>
+    public IReadOnlyDictionary<string, AdaptedLinear> Layers => _layers;
+
+    /// <summary>Paths of the modules trained in full and saved with the adapter (modules_to_save).</summary>
+    public IReadOnlyList<string> SavedModules { get; }
+
+    /// <summary>Adapts <paramref name="model"/> in place: wraps the targeted linear layers, freezes everything else
+    /// except the modules to save (the task head), and returns the handle.</summary>
+    /// <exception cref="ArgumentException">Nothing matched the targets (lists the model's linear layers), or a
+    /// matched module is not a linear layer, or no default targets exist for the model family.</exception>
+    /// <exception cref="InvalidOperationException">The model already holds an adapter.</exception>
+    public static PeftModel Inject(nn.Module model, PeftConfig config, PeftOptions? options = null)
+    {
+        Runtime.TorchRuntime.EnsureLoaded();
+        options ??= new PeftOptions();
+        var existing = model.named_modules().FirstOrDefault(m => m.module is AdaptedLinear);
+        if (existing.module is not null)
+            throw new InvalidOperationException($"The model already holds an adapter (at '{existing.name}'); one adapter per model is supported. Merge or load into a fresh model.");
+        var (resolved, layers, saved) = AdapterInjector.Inject(model, config, options);
+        var peft = new PeftModel(model, resolved, layers, saved);
+        if (options.ComputeDType is { } dtype) peft.ComputeDType = dtype;
+        return peft;
+    }
+
+    /// <summary>True while every adapter is folded into its base weight.</summary>
+    public bool IsMerged => _layers.Count > 0 && _layers.Values.All(l => l.IsMerged);
+
+    /// <summary>Folds every adapter into its base weight (LoRA, rsLoRA, DoRA, IA3); forward then costs what the base does.</summary>
+    /// <exception cref="NotSupportedException">Bottleneck adapters cannot be merged.</exception>
+    public void Merge()
+    {
+        var notMergeable = _layers.FirstOrDefault(l => !l.Value.CanMerge);
+        if (notMergeable.Value is not null)
+            throw new NotSupportedException($"{Config.PeftType} adapters cannot be merged into the base weights ('{notMergeable.Key}' is a {notMergeable.Value.GetType().Name}).");
+        foreach (var layer in _layers.Values) layer.Merge();
+    }
+
+    /// <summary>Restores the base weights after <see cref="Merge"/>.</summary>
+    public void Unmerge()
+    {
+        foreach (var layer in _layers.Values) layer.Unmerge();
+    }
+
+    /// <summary>False runs the base model alone (PEFT's disable_adapter); merged weights are unmerged on the next forward.</summary>
+    public bool AdaptersEnabled
+    {
+        get => _layers.Values.All(l => l.AdapterEnabled);
+        set { foreach (var l in _layers.Values) l.AdapterEnabled = value; }
+    }
+
+    /// <summary>The compute dtype of every adapter layer (null: the input's dtype).</summary>
+    public ScalarType? ComputeDType
+    {
+        get => _layers.Values.Select(l => l.ComputeDType).FirstOrDefault();
+        set { foreach (var l in _layers.Values) l.ComputeDType = value; }
+    }
+
+    /// <summary>The parameters that train, with their state-dict names.</summary>
+    public IEnumerable<(string Name, Parameter Parameter)> TrainableParameters() =>
+        Model.named_parameters().Where(p => p.parameter.requires_grad);
+
+    /// <summary>Counts trainable and all parameters (print_trainable_parameters).</summary>
+    public TrainableParameterCount CountParameters()
+    {
+        long trainable = 0, total = 0;
+        foreach (var (_, p) in Model.named_parameters())
+        {
+            total += p.numel();
+            if (p.requires_grad) trainable += p.numel();
+        }
+        return new TrainableParameterCount(trainable, total);
+    }
+
+    /// <summary>Optimizer groups for the trainable parameters; with <paramref name="loraPlusRatio"/> &gt; 1, LoRA+.</summary>
+    public IReadOnlyList<ParameterGroup> ParameterGroups(double loraPlusRatio = 1.0) =>
+        OptimizerParameterGroups.Create(Model, loraPlusRatio);
+
+    /// <summary>
+    /// The tensors an adapter file holds, keyed as PEFT keys them: <c>base_model.model.&lt;path&gt;.lora_A.weight</c>
+    /// (the adapter name "default" stripped), <c>...lora_magnitude_vector</c>, <c>...ia3_l</c>, the modules to save
+    /// under their own names (<c>base_model.model.classifier.weight</c>), and trained biases (an adapted layer's as
+    /// <c>...base_layer.bias</c>). The values are the live tensors, not copies.
+    /// </summary>
+    public Dictionary<string, Tensor> AdapterStateDict()
+    {
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (path, layer) in _layers)
+            foreach (var (name, p) in layer.AdapterParameters())
+                result[KeyPrefix + path + "." + name] = p;
+        foreach (var path in SavedModules)
+            foreach (var (name, t) in ModuleSurgery.Get(Model, path).state_dict())
+                result[KeyPrefix + path + "." + name] = t;
+        if (Config is LoraConfig { Bias: not PeftBias.None } lora)
+        {
+            foreach (var (path, layer) in _layers)
+                if (layer.Bias is { } b) result[KeyPrefix + path + ".base_layer.bias"] = b;
+            if (lora.Bias == PeftBias.All)
+                foreach (var (name, p) in Model.named_parameters())
+                {
+                    var owner = name.Contains('.') ? name[..name.LastIndexOf('.')] : "";
+                    if ((name == "bias" || name.EndsWith(".bias", StringComparison.Ordinal)) && !_layers.ContainsKey(owner))
+                        result.TryAdd(KeyPrefix + name, p);
+                }
+        }
+        return result;
+    }
+
+    /// <summary>Writes the adapter in PEFT's format: <c>adapter_config.json</c> and <c>adapter_model.safetensors</c>
+    /// (bottleneck adapters: this library's format, same two files). Merged weights do not matter: the adapter's
+    /// own parameters are saved.</summary>
+    /// <exception cref="NotSupportedException">Full fine-tuning has no adapter.</exception>
+    public void SaveAdapter(string folder)
+    {
+        var json = PeftConfigJson.Write(Config with { InferenceMode = true });
+        Directory.CreateDirectory(folder);
+        Checkpoints.SafeTensors.Save(Path.Combine(folder, PeftAdapterFile.WeightsFileName), AdapterStateDict(),
+            new Dictionary<string, string> { ["format"] = "pt" });
+        Runtime.AtomicFile.WriteAllText(Path.Combine(folder, PeftConfigJson.FileName), json);
+    }
+
+    /// <summary>Loads an adapter saved by PEFT or by <see cref="SaveAdapter"/> into <paramref name="model"/>:
+    /// injects the config's targets, then copies the weights, checking that every key fits.</summary>
+    /// <param name="model">The base model (a fresh one, without an adapter).</param>
+    /// <param name="folder">The adapter folder.</param>
+    /// <param name="options">Run-time options.</param>
+    /// <param name="trainable">Keep the adapter trainable (to continue training); false freezes everything (PEFT's
+    /// default, inference).</param>
+    /// <exception cref="InvalidDataException">A key of the file does not fit the model (names the first one: a module
+    /// the model lacks, or a shape that differs), or the file lacks a tensor the config calls for.</exception>
+    public static PeftModel LoadAdapter(nn.Module model, string folder, PeftOptions? options = null, bool trainable = false)
+    {
+        Runtime.TorchRuntime.EnsureLoaded();
+        var config = PeftConfigJson.Read(folder);
+        var tensors = PeftAdapterFile.ReadWeights(folder);
+        try
+        {
+            PeftAdapterFile.CheckPathsFit(model, tensors.Keys, folder);
+            var peft = Inject(model, config, options);
+            PeftAdapterFile.CopyInto(peft.AdapterStateDict(), tensors, folder);
+            if (!trainable)
+            {
+                foreach (var (_, p) in model.named_parameters()) p.requires_grad = false;
+                peft.Config = peft.Config with { InferenceMode = true };
+            }
+            else peft.Config = peft.Config with { InferenceMode = false };
+            return peft;
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+    }
+}
