@@ -32,6 +32,11 @@ public sealed class TrainingSetup
     /// Called inside a dispose scope; the loop does backward, accumulation and the optimizer step.</summary>
     public required Func<IReadOnlyList<int>, Tensor> ComputeLoss { get; init; }
 
+    /// <summary>How many items the batch's mean loss averages over (e.g. target tokens for causal language
+    /// modelling). The micro-batches of a step are weighted by it, so that accumulation equals one big batch whose loss
+    /// is the mean over all items (transformers' <c>num_items_in_batch</c>). Null: the number of examples.</summary>
+    public Func<IReadOnlyList<int>, long>? CountLossItems { get; init; }
+
     /// <summary>Scores the model on validation data; called in eval mode under no_grad inside a dispose scope.
     /// Null disables evaluation (and with it early stopping and best-weight restore).</summary>
     public Func<EvaluationResult>? Evaluate { get; init; }
@@ -93,6 +98,11 @@ public static class FineTuneTrainer
         TorchRuntime.EnsureLoaded();
         return new TrainingRun(setup).Execute();
     }
+
+    /// <summary>The newest complete checkpoint folder in <paramref name="directory"/>, or null when there is none (to
+    /// resume only when a previous run left one).</summary>
+    public static string? LatestCheckpoint(string directory) =>
+        TrainingCheckpoint.List(directory) is { Count: > 0 } all ? all[^1].Folder : null;
 
     /// <summary>Optimizer steps a run of these options makes over <paramref name="exampleCount"/> examples.</summary>
     public static long PlannedSteps(TrainerOptions options, int exampleCount)
@@ -176,7 +186,15 @@ public static class FineTuneTrainer
         {
             var clock = Stopwatch.StartNew();
             int examples = 0;
-            for (int i = start; i < end; i++) examples += batches[i].Length;
+            var items = new double[end - start];
+            for (int i = start; i < end; i++)
+            {
+                examples += batches[i].Length;
+                items[i - start] = setup.CountLossItems?.Invoke(batches[i]) ?? batches[i].Length;
+                if (!(items[i - start] >= 0)) throw new InvalidOperationException($"TrainingSetup.CountLossItems returned {items[i - start]} for a batch; it must be 0 or more.");
+            }
+            double totalItems = items.Sum();
+            if (totalItems <= 0) throw new InvalidOperationException($"TrainingSetup.CountLossItems counted no items in the micro-batches of step {_globalStep + 1}.");
             _optimizer.ZeroGrad();
             double loss;
             using (var stepScope = NewDisposeScope())
@@ -193,9 +211,9 @@ public static class FineTuneTrainer
                     if (!batchLoss.requires_grad)
                         throw new InvalidOperationException("The loss from TrainingSetup.ComputeLoss does not depend on any parameter that requires grad: nothing would train.");
                     var loss32 = batchLoss.reshape([]).to_type(ScalarType.Float32); // bf16 models: backward and logging in float32
-                    // Weight each micro-batch by its share of the step's examples: the accumulated gradient is then the
-                    // gradient of the mean loss over all of them, as one big batch would give.
-                    double weight = batches[i].Length / (double)examples;
+                    // Weight each micro-batch by its share of the step's items (examples unless counted otherwise): the
+                    // accumulated gradient is then the gradient of the mean loss over all of them, as one big batch gives.
+                    double weight = items[i - start] / totalItems;
                     loss32.mul(weight).backward();
                     lossSum.add_(loss32.detach(), alpha: weight);
                 }

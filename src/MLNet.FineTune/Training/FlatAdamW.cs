@@ -139,9 +139,11 @@ public sealed class FlatAdamW : IDisposable
         ThrowIfDisposed();
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        Tensor total = _buckets.Count == 1
-            ? linalg.vector_norm(_buckets[0].Grads).to_type(ScalarType.Float32)
-            : linalg.vector_norm(stack(_buckets.Select(b => linalg.vector_norm(b.Grads).to_type(ScalarType.Float32).cpu())));
+        // One norm per bucket, combined on the device when all buckets share one: a single host sync per step.
+        var norms = _buckets.Select(b => linalg.vector_norm(b.Grads).to_type(ScalarType.Float32)).ToList();
+        if (_buckets.Any(b => b.Device.type != _buckets[0].Device.type || b.Device.index != _buckets[0].Device.index))
+            norms = norms.Select(n => n.cpu()).ToList();
+        var total = norms.Count == 1 ? norms[0] : linalg.vector_norm(stack(norms));
         double norm = total.cpu().item<float>();
         if (maxNorm > 0 && double.IsFinite(norm))
         {

@@ -78,6 +78,43 @@ public static class ParameterGroups
         return result;
     }
 
+    /// <summary>
+    /// Names the parameters of optimizer groups built elsewhere (e.g. PEFT's LoRA+ groups: B matrices at
+    /// <c>ratio</c> times the rate) by looking them up in <paramref name="model"/>.
+    /// </summary>
+    /// <param name="model">The model that owns every parameter.</param>
+    /// <param name="groups">Each group's parameters, learning-rate multiplier and weight-decay flag.</param>
+    /// <exception cref="ArgumentException">A parameter is not part of the model, or appears in two groups.</exception>
+    public static IReadOnlyList<TrainableParameter> FromGroups(nn.Module model,
+        IEnumerable<(IEnumerable<Parameter> Parameters, double LearningRateMultiplier, bool ApplyWeightDecay)> groups)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(groups);
+        var names = new Dictionary<IntPtr, string>();
+        foreach (var (name, parameter) in model.named_parameters()) names.TryAdd(parameter.Handle, name);
+        var result = new List<TrainableParameter>();
+        var seen = new HashSet<IntPtr>();
+        int groupIndex = 0;
+        foreach (var (parameters, multiplier, decay) in groups)
+        {
+            foreach (var parameter in parameters)
+            {
+                if (!names.TryGetValue(parameter.Handle, out var name))
+                    throw new ArgumentException($"Optimizer group {groupIndex} holds a parameter of shape [{string.Join(", ", parameter.shape)}] that is not part of the model.", nameof(groups));
+                if (!seen.Add(parameter.Handle))
+                    throw new ArgumentException($"Parameter '{name}' appears in more than one optimizer group.", nameof(groups));
+                result.Add(new TrainableParameter(name, parameter, multiplier, decay));
+            }
+            groupIndex++;
+        }
+        return result;
+    }
+
+    /// <summary>The trainable parameters of a PEFT model from its optimizer groups
+    /// (<see cref="MLNet.FineTune.Peft.PeftModel.ParameterGroups"/>, LoRA+ when its ratio is above 1).</summary>
+    public static IReadOnlyList<TrainableParameter> FromGroups(nn.Module model, IEnumerable<MLNet.FineTune.Peft.ParameterGroup> groups) =>
+        FromGroups(model, groups.Select(g => (g.Parameters.AsEnumerable(), g.LearningRateMultiplier, g.WeightDecay)));
+
     private static bool IsNormalisationType(nn.Module module) => module is TorchSharp.Modules.LayerNorm
         or TorchSharp.Modules.GroupNorm or TorchSharp.Modules.NormBase or TorchSharp.Modules.LocalResponseNorm;
 }

@@ -19,7 +19,7 @@ public enum TrainingStopReason
 /// <summary>One optimizer step.</summary>
 /// <param name="Epoch">1-based epoch.</param>
 /// <param name="Step">1-based optimizer step.</param>
-/// <param name="Loss">Mean training loss over the step's examples.</param>
+/// <param name="Loss">Mean training loss over the step's examples (or loss items).</param>
 /// <param name="LearningRate">Base learning rate the step used.</param>
 /// <param name="GradNorm">Global gradient norm before clipping.</param>
 /// <param name="ExamplesPerSecond">Throughput of the step (forward, backward, update).</param>

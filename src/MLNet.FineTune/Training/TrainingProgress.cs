@@ -14,7 +14,7 @@ public sealed record EvaluationResult(string MetricName, double Value, bool High
 /// <param name="Epoch">1-based epoch the step belongs to.</param>
 /// <param name="Step">Optimizer steps completed.</param>
 /// <param name="TotalSteps">Optimizer steps planned.</param>
-/// <param name="Loss">Mean training loss over the step's examples.</param>
+/// <param name="Loss">Mean training loss over the step's examples (or loss items).</param>
 /// <param name="LearningRate">The base learning rate used by the step (before group multipliers).</param>
 /// <param name="GradNorm">Global gradient norm before clipping.</param>
 /// <param name="ExamplesPerSecond">Training throughput of the step.</param>

@@ -39,6 +39,42 @@ public sealed class FineTuneTrainerTests
     }
 
     [TestMethod]
+    public void TokenLevelLossesAccumulateByItemCount()
+    {
+        // A causal-LM-like loss: example i stands for 1 + i % 5 target tokens and the batch loss is the mean over tokens.
+        static long Tokens(int i) => 1 + i % 5;
+        static Func<IReadOnlyList<int>, Tensor> TokenMean(TinyTask task) => indices =>
+        {
+            using var idx = tensor(indices.Select(i => (long)i).ToArray());
+            using var counts = tensor(indices.Select(i => (float)Tokens(i)).ToArray());
+            var perExample = nn.functional.cross_entropy(task.Model.forward(task.X.index_select(0, idx)), task.Y.index_select(0, idx), reduction: nn.Reduction.None);
+            return (perExample * counts).sum() / counts.sum();
+        };
+        TrainingResult Run(int batch, int accumulation, bool countItems, out Dictionary<string, Tensor> weights)
+        {
+            using var task = new TinyTask(32);
+            var setup = task.Setup(Base with { BatchSize = batch, GradientAccumulationSteps = accumulation }, loss: TokenMean(task));
+            var result = FineTuneTrainer.Train(countItems ? new TrainingSetup
+            {
+                Model = setup.Model, Parameters = setup.Parameters, ExampleCount = setup.ExampleCount, ComputeLoss = setup.ComputeLoss,
+                Options = setup.Options, CountLossItems = indices => indices.Sum(Tokens),
+            } : setup);
+            weights = task.Snapshot();
+            return result;
+        }
+        var whole = Run(8, 1, false, out var wholeWeights);
+        var counted = Run(4, 2, true, out var countedWeights);
+        var byExamples = Run(4, 2, false, out var byExampleWeights);
+        double countedDiff = TinyTask.MaxDifference(wholeWeights, countedWeights);
+        double byExampleDiff = TinyTask.MaxDifference(wholeWeights, byExampleWeights);
+        double lossDiff = whole.History.Steps.Zip(counted.History.Steps).Max(p => Math.Abs(p.First.Loss - p.Second.Loss));
+        Console.WriteLine($"2 x 4 vs 8 with token-mean losses: weights differ by {countedDiff:E2} when weighted by tokens (loss diff {lossDiff:E2}), by {byExampleDiff:E2} when weighted by examples");
+        Assert.IsTrue(countedDiff < 1e-5 && lossDiff < 1e-5);
+        Assert.IsTrue(byExampleDiff > 1e-4, "the check must be sensitive to the weighting");
+        foreach (var t in wholeWeights.Values.Concat(countedWeights.Values).Concat(byExampleWeights.Values)) t.Dispose();
+    }
+
+    [TestMethod]
     public void SameSeedGivesTheSameLossTraceWithDropout()
     {
         long[] Trace(int seed, out TrainingResult result, List<TrainingProgress> reports, List<string> log)
@@ -242,6 +278,8 @@ public sealed class FineTuneTrainerTests
         var kept = Directory.GetDirectories(checkpoints).Select(Path.GetFileName).Order().ToArray();
         Console.WriteLine("checkpoint folders: " + string.Join(", ", kept));
         CollectionAssert.AreEqual(new[] { "checkpoint-6", "checkpoint-9" }, kept, "older checkpoints pruned, no temporary folders left");
+        Assert.AreEqual(Path.Combine(checkpoints, "checkpoint-9"), FineTuneTrainer.LatestCheckpoint(checkpoints));
+        Assert.IsNull(FineTuneTrainer.LatestCheckpoint(Path.Combine(_dir, "none")));
         CollectionAssert.AreEquivalent(new[] { "best.safetensors", "optimizer.safetensors", "rng_state.safetensors", "trainable.safetensors", "trainer_state.json" },
             Directory.GetFiles(Path.Combine(checkpoints, "checkpoint-6")).Select(Path.GetFileName).ToArray());
 
