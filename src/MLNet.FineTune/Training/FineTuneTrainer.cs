@@ -46,7 +46,7 @@ public sealed class TrainingSetup
 }
 
 /// <summary>What training produced. The model passed in holds the final weights (the best evaluated ones when
-/// <see cref="BestWeightsRestored"/>).</summary>
+/// <see cref="BestWeightsRestored"/>), is back in the train/eval mode it had, and has no gradients attached.</summary>
 public sealed class TrainingResult
 {
     internal TrainingResult(TrainingHistory history, long stepsCompleted, long totalSteps, EvaluationResult? best, long? bestStep, bool bestWeightsRestored)

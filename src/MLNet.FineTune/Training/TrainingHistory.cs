@@ -92,7 +92,7 @@ public sealed class TrainingHistory
         }
         plot.Axes.Bottom.Label.Text = "optimizer step";
         plot.Title(StopReason == TrainingStopReason.Completed ? "Training" : $"Training ({StopReason})");
-        plot.ShowLegend();
+        plot.ShowLegend(ScottPlot.Edge.Right); // outside the data area: the curves fill it
         var png = plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
         AtomicFile.Write(path, stream => stream.Write(png));
     }
