@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using MLNet.FineTune.Training;
 
 namespace MLNet.FineTune;
 
@@ -26,30 +27,6 @@ public enum TrainingPrecision
     /// <summary>The frozen base held in bfloat16, trainable parameters in float32 (no loss scaling is needed).</summary>
     BFloat16,
 }
-
-/// <summary>The learning-rate schedule after warmup (transformers' definitions).</summary>
-public enum LearningRateSchedule
-{
-    /// <summary>Linear decay to zero at the last step.</summary>
-    Linear,
-
-    /// <summary>Half a cosine wave from the peak to zero.</summary>
-    Cosine,
-
-    /// <summary>Constant after warmup.</summary>
-    Constant,
-}
-
-/// <summary>What progress a fine-tuning run reports through <see cref="FineTuneOptions.Progress"/>.</summary>
-/// <param name="Epoch">1-based epoch.</param>
-/// <param name="Step">Optimizer steps taken so far.</param>
-/// <param name="TotalSteps">Optimizer steps planned.</param>
-/// <param name="Loss">Mean training loss since the last report.</param>
-/// <param name="LearningRate">The learning rate of the last step.</param>
-/// <param name="ExamplesPerSecond">Training throughput since the last report.</param>
-/// <param name="ValidationMetric">The validation metric when an evaluation just ran, else null.</param>
-public sealed record FineTuneProgress(int Epoch, long Step, long TotalSteps, double Loss, double LearningRate,
-    double ExamplesPerSecond, double? ValidationMetric);
 
 /// <summary>Options every fine-tuning task shares: the base model, the training loop, precision and storage.</summary>
 public abstract class FineTuneOptions
@@ -112,7 +89,7 @@ public abstract class FineTuneOptions
     public BaseModelStorage BaseModelStorage { get; set; } = BaseModelStorage.SelfContained;
 
     /// <summary>Receives progress reports (also written to the MLContext log).</summary>
-    public IProgress<FineTuneProgress>? Progress { get; set; }
+    public IProgress<TrainingProgress>? Progress { get; set; }
 
     /// <summary>Cancels training within one step; the model trained so far is returned.</summary>
     public CancellationToken CancellationToken { get; set; }
