@@ -64,7 +64,7 @@ public sealed class BertModel : EncoderModel
     private readonly BertConfig _cfg;
     private readonly HfConfig _config;
     private BertEmbeddings embeddings;
-    private BertEncoder encoder;
+    private EncoderLayers<BertLayer> encoder;
     private BertPooler? pooler;
 
     /// <summary>Builds a randomly initialised BertModel (transformers' init) from a config.</summary>
@@ -76,7 +76,7 @@ public sealed class BertModel : EncoderModel
     {
         (_cfg, _config) = (cfg, config);
         embeddings = new BertEmbeddings(cfg, positionPaddingIdx: null);
-        encoder = new BertEncoder(cfg);
+        encoder = BertLayer.Stack(cfg);
         pooler = addPoolingLayer ? new BertPooler(cfg) : null;
         RegisterComponents();
         HfInit.Apply(this, cfg.InitializerRange);
@@ -204,29 +204,12 @@ internal sealed class BertEmbeddings : nn.Module<Tensor, Tensor?, Tensor, Tensor
     }
 }
 
-/// <summary><c>encoder.layer.N</c>: a stack of post-LayerNorm transformer layers.</summary>
-internal sealed class BertEncoder : nn.Module<Tensor, Tensor, Tensor>
-{
-    private ModuleList<BertLayer> layer;
-
-    public BertEncoder(BertConfig cfg) : base(nameof(BertEncoder))
-    {
-        layer = new ModuleList<BertLayer>(Enumerable.Range(0, cfg.NumHiddenLayers).Select(_ => new BertLayer(cfg)).ToArray());
-        RegisterComponents();
-    }
-
-    /// <param name="hidden">(B, T, H).</param>
-    /// <param name="mask">(B, 1, 1, T) additive padding mask.</param>
-    public override Tensor forward(Tensor hidden, Tensor mask)
-    {
-        foreach (var block in layer) hidden = block.forward(hidden, mask);
-        return hidden;
-    }
-}
-
 /// <summary>One layer: <c>attention</c> (self + output), <c>intermediate</c>, <c>output</c>.</summary>
 internal sealed class BertLayer : nn.Module<Tensor, Tensor, Tensor>
 {
+    /// <summary><c>encoder.layer.N</c>: num_hidden_layers post-LayerNorm layers (BERT and RoBERTa).</summary>
+    public static EncoderLayers<BertLayer> Stack(BertConfig cfg) => new("BertEncoder", cfg.NumHiddenLayers, _ => new BertLayer(cfg));
+
     private BertAttention attention;
     private BertIntermediate intermediate;
     private BertResidualOutput output;

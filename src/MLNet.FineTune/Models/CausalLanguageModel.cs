@@ -116,20 +116,3 @@ internal static class CausalAttention
     public static Tensor RepeatKeyValueHeads(Tensor x, int groups) =>   // (B, Hkv, S, D) -> (B, Hkv * groups, S, D)
         groups == 1 ? x : x.repeat_interleave(groups, dim: 1);
 }
-
-/// <summary>Hugging Face's activation names (<c>hidden_act</c>, <c>activation_function</c>) as functions.</summary>
-internal static class HfActivations
-{
-    /// <exception cref="NotSupportedException">An activation this library does not implement (names the config file).</exception>
-    public static Func<Tensor, Tensor> Get(string name, string configPath) => name switch
-    {
-        "gelu" => x => nn.functional.gelu(x),
-        // GPT-2's "gelu_new" is the tanh approximation of GELU (Hendrycks & Gimpel 2016).
-        "gelu_new" or "gelu_pytorch_tanh" or "gelu_fast" => x => nn.functional.gelu(x, TorchSharp.Modules.GELU.Approximate.tanh),
-        "quick_gelu" => x => x * nn.functional.sigmoid(1.702 * x),
-        "relu" => x => nn.functional.relu(x),
-        "silu" or "swish" => x => nn.functional.silu(x),
-        _ => throw new NotSupportedException(
-            $"{configPath}: activation '{name}' is not supported; supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, quick_gelu, relu, silu."),
-    };
-}

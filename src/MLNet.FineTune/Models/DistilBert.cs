@@ -62,7 +62,7 @@ public sealed class DistilBertModel : EncoderModel
     private readonly DistilBertConfig _cfg;
     private readonly HfConfig _config;
     private DistilBertEmbeddings embeddings;
-    private DistilBertTransformer transformer;
+    private EncoderLayers<DistilBertBlock> transformer;
 
     /// <summary>Builds a randomly initialised DistilBertModel (transformers' init) from a config.</summary>
     public DistilBertModel(HfConfig config) : this(DistilBertConfig.FromHf(config), config) { }
@@ -71,7 +71,7 @@ public sealed class DistilBertModel : EncoderModel
     {
         (_cfg, _config) = (cfg, config);
         embeddings = new DistilBertEmbeddings(cfg);
-        transformer = new DistilBertTransformer(cfg);
+        transformer = new EncoderLayers<DistilBertBlock>("DistilBertTransformer", cfg.NLayers, _ => new DistilBertBlock(cfg));   // transformer.layer.N
         RegisterComponents();
         HfInit.Apply(this, cfg.InitializerRange);
         HfInit.ZeroRow(embeddings.word_embeddings, cfg.PadTokenId);
@@ -203,24 +203,6 @@ internal sealed class DistilBertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
     {
         var x = word_embeddings.forward(inputIds) + position_embeddings.forward(positionIds);   // (B, T, H)
         return dropout.forward(LayerNorm.forward(x));
-    }
-}
-
-/// <summary><c>transformer.layer.N</c>.</summary>
-internal sealed class DistilBertTransformer : nn.Module<Tensor, Tensor, Tensor>
-{
-    private ModuleList<DistilBertBlock> layer;
-
-    public DistilBertTransformer(DistilBertConfig cfg) : base(nameof(DistilBertTransformer))
-    {
-        layer = new ModuleList<DistilBertBlock>(Enumerable.Range(0, cfg.NLayers).Select(_ => new DistilBertBlock(cfg)).ToArray());
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor hidden, Tensor mask)
-    {
-        foreach (var block in layer) hidden = block.forward(hidden, mask);
-        return hidden;
     }
 }
 

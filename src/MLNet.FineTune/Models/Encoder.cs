@@ -65,6 +65,32 @@ internal static class EncoderAttention
     }
 }
 
+/// <summary>
+/// The encoder families' layer stack: one <c>layer</c> list (BERT's and RoBERTa's <c>encoder.layer.N</c>, DistilBERT's
+/// <c>transformer.layer.N</c>) applied in order, each layer mapping (hidden (B, T, H), additive mask (B, 1, 1, T)) to hidden.
+/// </summary>
+internal sealed class EncoderLayers<TLayer> : nn.Module<Tensor, Tensor, Tensor> where TLayer : nn.Module<Tensor, Tensor, Tensor>
+{
+    private ModuleList<TLayer> layer;
+
+    /// <param name="name">Module name (transformers' class: "BertEncoder", "DistilBertTransformer").</param>
+    /// <param name="count">Number of layers.</param>
+    /// <param name="create">Builds layer i.</param>
+    public EncoderLayers(string name, int count, Func<int, TLayer> create) : base(name)
+    {
+        layer = new ModuleList<TLayer>(Enumerable.Range(0, count).Select(create).ToArray());
+        RegisterComponents();
+    }
+
+    /// <param name="hidden">(B, T, H).</param>
+    /// <param name="mask">(B, 1, 1, T) additive padding mask.</param>
+    public override Tensor forward(Tensor hidden, Tensor mask)
+    {
+        foreach (var block in layer) hidden = block.forward(hidden, mask);
+        return hidden;
+    }
+}
+
 /// <summary>transformers' <c>_init_weights</c> for BERT-like encoders, applied at construction so that weights a
 /// checkpoint does not hold (a new task head) start exactly as they would in transformers.</summary>
 internal static class HfInit

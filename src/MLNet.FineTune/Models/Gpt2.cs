@@ -114,7 +114,7 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
         c_fc = new Conv1D(config.NEmbd, config.NInner);
         c_proj = new Conv1D(config.NInner, config.NEmbd);
         dropout = nn.Dropout(config.ResidPdrop);
-        _activation = HfActivations.Get(config.ActivationFunction, configPath);
+        _activation = Activations.Function(config.ActivationFunction, configPath, "activation_function");
         RegisterComponents();
     }
 

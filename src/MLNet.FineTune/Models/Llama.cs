@@ -128,7 +128,7 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
         gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, config.MlpBias);
         up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, config.MlpBias);
         down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, config.MlpBias);
-        _activation = HfActivations.Get(config.HiddenAct, configPath);
+        _activation = Activations.Function(config.HiddenAct, configPath, "hidden_act");
         RegisterComponents();
     }
 

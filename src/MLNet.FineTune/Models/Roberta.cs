@@ -24,7 +24,7 @@ public sealed class RobertaModel : EncoderModel
     private readonly RobertaConfig _cfg;
     private readonly HfConfig _config;
     private BertEmbeddings embeddings;
-    private BertEncoder encoder;
+    private EncoderLayers<BertLayer> encoder;
     private BertPooler? pooler;
 
     /// <summary>Builds a randomly initialised RobertaModel (transformers' init) from a config.</summary>
@@ -36,7 +36,7 @@ public sealed class RobertaModel : EncoderModel
     {
         (_cfg, _config) = (cfg, config);
         embeddings = new BertEmbeddings(cfg, positionPaddingIdx: cfg.PadTokenId);
-        encoder = new BertEncoder(cfg);
+        encoder = BertLayer.Stack(cfg);
         pooler = addPoolingLayer ? new BertPooler(cfg) : null;
         RegisterComponents();
         HfInit.Apply(this, cfg.InitializerRange);

@@ -2,8 +2,8 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using MLNet.FineTune.Checkpoints;
-using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
+using MLNet.FineTune.Models;
+using MLNet.FineTune.Tests.Models;
 
 namespace MLNet.FineTune.Tests.Checkpoints;
 
@@ -123,52 +123,16 @@ public sealed class OnnxBertImporterTests
         var reference = OnnxMiniLmReference.Run(ids, types);
         int batch = reference.InputIds.GetLength(0), length = reference.InputIds.GetLength(1);
 
-        using var scope = NewDisposeScope();
-        var weights = HfCheckpoint.Load(folder);
-        var (hidden, pooler) = ReferenceBertForward(weights, HfConfig.Load(folder), reference.InputIds, reference.AttentionMask, reference.TokenTypeIds);
-        var ortHidden = tensor(reference.LastHidden.Cast<float>().ToArray(), [batch, length, 384]);
-        var real = tensor(reference.AttentionMask.Cast<long>().ToArray(), [batch, length]).eq(1).unsqueeze(-1); // (B, T, 1)
-        double hiddenError = (hidden - ortHidden).abs().masked_fill(real.logical_not(), 0).max().item<float>();
-        double poolerError = (pooler - tensor(reference.Pooler.Cast<float>().ToArray(), [batch, 384])).abs().max().item<float>();
-        Console.WriteLine($"{batch} sequences padded to {length}: max |converted - ONNX Runtime| last_hidden_state (real tokens) {hiddenError:E2}, pooler {poolerError:E2}");
-        Assert.IsTrue(hiddenError <= 1e-4, $"last_hidden_state error {hiddenError}");
-        Assert.IsTrue(poolerError <= 1e-4, $"pooler error {poolerError}");
-    }
-
-    /// <summary>
-    /// A plain functional BERT (test oracle only, standing in until the library's BertModel is merged): embeddings,
-    /// post-LayerNorm encoder layers, erf GELU, tanh pooler, reading Hugging Face keys and config.json.
-    /// </summary>
-    private static (Tensor Hidden, Tensor Pooler) ReferenceBertForward(IReadOnlyDictionary<string, Tensor> w, HfConfig config, long[,] ids, long[,] mask, long[,] types)
-    {
-        int B = ids.GetLength(0), T = ids.GetLength(1), H = config.GetInt("hidden_size"), nh = config.GetInt("num_attention_heads"), hs = H / nh;
-        double eps = config.GetDouble("layer_norm_eps");
-        var idsT = tensor(ids.Cast<long>().ToArray(), [B, T]);
-        var typesT = tensor(types.Cast<long>().ToArray(), [B, T]);
-        var maskT = tensor(mask.Cast<long>().ToArray(), [B, T]);
-        Tensor Linear(Tensor x, string m) => F.linear(x, w[m + ".weight"], w[m + ".bias"]);
-        Tensor Norm(Tensor x, string m) => F.layer_norm(x, [H], w[m + ".weight"], w[m + ".bias"], eps);
-
-        var x = w["embeddings.word_embeddings.weight"].index_select(0, idsT.flatten()).view(B, T, H)
-              + w["embeddings.token_type_embeddings.weight"].index_select(0, typesT.flatten()).view(B, T, H)
-              + w["embeddings.position_embeddings.weight"].narrow(0, 0, T).unsqueeze(0);                 // (B, T, H)
-        x = Norm(x, "embeddings.LayerNorm");
-        var additive = (1 - maskT.to_type(ScalarType.Float32)).view(B, 1, 1, T) * float.MinValue;          // (B, 1, 1, T)
-        for (int i = 0; i < config.GetInt("num_hidden_layers"); i++)
+        // The converted folder loads into the library's BertModel with every key accounted for.
+        var (model, report) = ModelFactory.FromPretrainedBaseModel(folder);
+        using (model)
         {
-            string p = $"encoder.layer.{i}.";
-            Tensor Heads(Tensor t) => t.view(B, T, nh, hs).transpose(1, 2);                                    // (B, nh, T, hs)
-            var q = Heads(Linear(x, p + "attention.self.query"));
-            var k = Heads(Linear(x, p + "attention.self.key"));
-            var v = Heads(Linear(x, p + "attention.self.value"));
-            var scores = q.matmul(k.transpose(-1, -2)) / Math.Sqrt(hs) + additive;                             // (B, nh, T, T)
-            var context = F.softmax(scores, -1).matmul(v).transpose(1, 2).reshape(B, T, H);                   // (B, T, H)
-            x = Norm(Linear(context, p + "attention.output.dense") + x, p + "attention.output.LayerNorm");
-            var h = F.gelu(Linear(x, p + "intermediate.dense"));                                              // (B, T, I)
-            x = Norm(Linear(h, p + "output.dense") + x, p + "output.LayerNorm");
+            Assert.AreEqual(0, report.Missing.Count + report.Unexpected.Count, report.ToString());
+            var error = MiniLmOnnxParity.Measure(model, reference);
+            Console.WriteLine($"{batch} sequences padded to {length}: max |converted - ONNX Runtime| last_hidden_state (real tokens) {error.Hidden:E2}, pooler {error.Pooler:E2}");
+            Assert.IsTrue(error.Hidden <= 1e-4, $"last_hidden_state error {error.Hidden}");
+            Assert.IsTrue(error.Pooler <= 1e-4, $"pooler error {error.Pooler}");
         }
-        var pooled = Linear(x.select(1, 0), "pooler.dense").tanh();                                          // (B, H)
-        return (x, pooled);
     }
 
     [TestMethod]
