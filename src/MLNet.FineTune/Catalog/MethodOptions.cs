@@ -1,18 +1,6 @@
+using MLNet.FineTune.Peft;
+
 namespace MLNet.FineTune;
-
-/// <summary>How LoRA's matrices start.</summary>
-public enum LoraInitialization
-{
-    /// <summary>A ~ kaiming_uniform(a = sqrt(5)), B = 0: the adapted model starts equal to the base (Hu et al., 2021).</summary>
-    Default,
-
-    /// <summary>A ~ N(0, 1/r), B = 0.</summary>
-    Gaussian,
-
-    /// <summary>A and B from the base weight's principal singular vectors; the base keeps the residual (PiSSA,
-    /// Meng et al., 2024).</summary>
-    Pissa,
-}
 
 /// <summary>The parameter-efficient method's settings; one subclass per method.</summary>
 public abstract class MethodOptions
@@ -46,8 +34,9 @@ public class LoraOptions : MethodOptions
     /// <summary>rsLoRA (Kalajdzievski, 2023): scaling = alpha / sqrt(r), stable at high ranks.</summary>
     public bool UseRsLora { get; set; }
 
-    /// <summary>How A and B start. Default <see cref="LoraInitialization.Default"/>.</summary>
-    public LoraInitialization Initialization { get; set; } = LoraInitialization.Default;
+    /// <summary>How A and B start: kaiming-uniform A and zero B (default), Gaussian A, or PiSSA (principal singular
+    /// vectors of W, the base keeping the residual; Meng et al., 2024).</summary>
+    public LoraInit Initialization { get; set; } = LoraInit.Default;
 
     /// <summary>LoRA+ (Hayou et al., 2024): the B matrices learn this many times faster than A; 1 disables.
     /// Papers suggest 16.</summary>
@@ -59,21 +48,11 @@ public sealed class DoraOptions : LoraOptions
 {
 }
 
-/// <summary>Where bottleneck adapters go.</summary>
-public enum AdapterPlacement
-{
-    /// <summary>After the attention output and after the feed-forward output of every layer (Houlsby et al., 2019).</summary>
-    Houlsby,
-
-    /// <summary>After the feed-forward output only (Pfeiffer et al., 2020).</summary>
-    Pfeiffer,
-}
-
 /// <summary>Bottleneck adapters: x + up(act(down(x))), inserted into each layer, started near the identity.</summary>
 public sealed class AdapterOptions : MethodOptions
 {
     /// <summary>Houlsby (two per layer) or Pfeiffer (one per layer). Default Pfeiffer.</summary>
-    public AdapterPlacement Placement { get; set; } = AdapterPlacement.Pfeiffer;
+    public BottleneckKind Placement { get; set; } = BottleneckKind.Pfeiffer;
 
     /// <summary>hidden / bottleneck width. Default 16.</summary>
     public int ReductionFactor { get; set; } = 16;

@@ -113,6 +113,21 @@ public static class SafeTensors
     public static void Save(string path, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         TorchRuntime.EnsureLoaded();
+        // Serialise first: an unsupported dtype fails before anything on disk is replaced.
+        var (headerBytes, payloads) = Serialize(tensors, metadata);
+        AtomicFile.Write(path, stream => WriteParts(stream, headerBytes, payloads));
+    }
+
+    /// <summary>Writes tensors in safetensors layout to a stream (e.g. a model.zip entry).</summary>
+    public static void Write(Stream stream, IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        TorchRuntime.EnsureLoaded();
+        var (headerBytes, payloads) = Serialize(tensors, metadata);
+        WriteParts(stream, headerBytes, payloads);
+    }
+
+    private static (byte[] Header, List<byte[]> Payloads) Serialize(IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string>? metadata)
+    {
         var names = tensors.Keys.OrderBy(n => n, StringComparer.Ordinal).ToList();
         var header = new JsonObject();
         if (metadata is { Count: > 0 })
@@ -137,15 +152,16 @@ public static class SafeTensors
         var headerBytes = new byte[(json.Length + 7) / 8 * 8];
         json.CopyTo(headerBytes, 0);
         headerBytes.AsSpan(json.Length).Fill((byte)' ');
+        return (headerBytes, payloads);
+    }
 
-        AtomicFile.Write(path, stream =>
-        {
-            Span<byte> length = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)headerBytes.Length);
-            stream.Write(length);
-            stream.Write(headerBytes);
-            foreach (var payload in payloads) stream.Write(payload);
-        });
+    private static void WriteParts(Stream stream, byte[] headerBytes, List<byte[]> payloads)
+    {
+        Span<byte> length = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)headerBytes.Length);
+        stream.Write(length);
+        stream.Write(headerBytes);
+        foreach (var payload in payloads) stream.Write(payload);
     }
 
     private static int ElementSize(ScalarType type) => type switch

@@ -1,0 +1,109 @@
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+using MLNet.FineTune.Tasks.TextClassification;
+
+namespace MLNet.FineTune;
+
+/// <summary>Adds <c>mlContext.FineTune()</c>.</summary>
+public static class FineTuneMLContextExtensions
+{
+    /// <summary>The catalog of fine-tuning estimators (LoRA, DoRA, adapters, IA3, full fine-tuning) and evaluators.</summary>
+    public static FineTuneCatalog FineTune(this MLContext mlContext) =>
+        new(mlContext ?? throw new ArgumentNullException(nameof(mlContext)));
+}
+
+/// <summary>
+/// Fine-tuning estimators for pretrained Hugging Face transformers, one method per parameter-efficient method, each
+/// taking the task's options and the method's options, plus short overloads with plain parameters.
+/// </summary>
+public sealed class FineTuneCatalog
+{
+    private readonly MLContext _mlContext;
+
+    internal FineTuneCatalog(MLContext mlContext) => _mlContext = mlContext;
+
+    internal IHostEnvironment Environment => _mlContext;
+
+    // ---- Text classification ---------------------------------------------------------------------------------
+
+    /// <summary>Text classification with LoRA (Hu et al., 2021): low-rank updates of the attention (and optionally
+    /// feed-forward) weights; the encoder stays frozen.</summary>
+    /// <param name="options">The task: columns, base model, training loop.</param>
+    /// <param name="lora">LoRA's settings; null uses the defaults (r 8, alpha 16, dropout 0.1, the family's targets).</param>
+    public TextClassificationEstimator Lora(TextClassificationOptions options, LoraOptions? lora = null) =>
+        new(Environment, options, lora ?? new LoraOptions());
+
+    /// <summary>Text classification with LoRA, from plain parameters.</summary>
+    /// <param name="labelColumnName">The label column (bool: binary; string or key: multiclass).</param>
+    /// <param name="textColumnName">The text column.</param>
+    /// <param name="baseModel">A Hugging Face model folder; null uses the default MiniLM.</param>
+    /// <param name="rank">LoRA rank r.</param>
+    /// <param name="alpha">LoRA alpha (scaling alpha / r).</param>
+    /// <param name="epochs">Passes over the data.</param>
+    /// <param name="batchSize">Examples per step.</param>
+    /// <param name="learningRate">Peak learning rate; null uses the method's default.</param>
+    /// <param name="maxSequenceLength">Tokens per input.</param>
+    /// <param name="validationSet">Optional validation data (early stopping, best weights).</param>
+    public TextClassificationEstimator Lora(string labelColumnName = "Label", string textColumnName = "Text", string? baseModel = null,
+        int rank = 8, double alpha = 16, int epochs = 3, int batchSize = 32, double? learningRate = null, int maxSequenceLength = 128,
+        IDataView? validationSet = null) =>
+        Lora(Plain(labelColumnName, textColumnName, baseModel, epochs, batchSize, learningRate, maxSequenceLength, validationSet),
+            new LoraOptions { Rank = rank, Alpha = alpha });
+
+    /// <summary>Text classification with DoRA (Liu et al., 2024): LoRA on the weights' direction plus a trained
+    /// magnitude per output.</summary>
+    public TextClassificationEstimator Dora(TextClassificationOptions options, DoraOptions? dora = null) =>
+        new(Environment, options, dora ?? new DoraOptions());
+
+    /// <summary>Text classification with DoRA, from plain parameters (see <see cref="Lora(string, string, string?, int, double, int, int, double?, int, IDataView?)"/>).</summary>
+    public TextClassificationEstimator Dora(string labelColumnName = "Label", string textColumnName = "Text", string? baseModel = null,
+        int rank = 8, double alpha = 16, int epochs = 3, int batchSize = 32, double? learningRate = null, int maxSequenceLength = 128,
+        IDataView? validationSet = null) =>
+        Dora(Plain(labelColumnName, textColumnName, baseModel, epochs, batchSize, learningRate, maxSequenceLength, validationSet),
+            new DoraOptions { Rank = rank, Alpha = alpha });
+
+    /// <summary>Text classification with bottleneck adapters (Houlsby et al., 2019; Pfeiffer et al., 2020).</summary>
+    public TextClassificationEstimator Adapters(TextClassificationOptions options, AdapterOptions? adapters = null) =>
+        new(Environment, options, adapters ?? new AdapterOptions());
+
+    /// <summary>Text classification with bottleneck adapters, from plain parameters.</summary>
+    /// <param name="labelColumnName">The label column.</param>
+    /// <param name="textColumnName">The text column.</param>
+    /// <param name="baseModel">A Hugging Face model folder; null uses the default MiniLM.</param>
+    /// <param name="reductionFactor">hidden / bottleneck width.</param>
+    /// <param name="epochs">Passes over the data.</param>
+    /// <param name="batchSize">Examples per step.</param>
+    /// <param name="learningRate">Peak learning rate; null uses the method's default.</param>
+    /// <param name="maxSequenceLength">Tokens per input.</param>
+    /// <param name="validationSet">Optional validation data.</param>
+    public TextClassificationEstimator Adapters(string labelColumnName = "Label", string textColumnName = "Text", string? baseModel = null,
+        int reductionFactor = 16, int epochs = 3, int batchSize = 32, double? learningRate = null, int maxSequenceLength = 128,
+        IDataView? validationSet = null) =>
+        Adapters(Plain(labelColumnName, textColumnName, baseModel, epochs, batchSize, learningRate, maxSequenceLength, validationSet),
+            new AdapterOptions { ReductionFactor = reductionFactor });
+
+    /// <summary>Text classification with IA3 (Liu et al., 2022): learned rescaling of keys, values and feed-forward inputs.</summary>
+    public TextClassificationEstimator IA3(TextClassificationOptions options, IA3Options? ia3 = null) =>
+        new(Environment, options, ia3 ?? new IA3Options());
+
+    /// <summary>Text classification with IA3, from plain parameters.</summary>
+    public TextClassificationEstimator IA3(string labelColumnName = "Label", string textColumnName = "Text", string? baseModel = null,
+        int epochs = 3, int batchSize = 32, double? learningRate = null, int maxSequenceLength = 128, IDataView? validationSet = null) =>
+        IA3(Plain(labelColumnName, textColumnName, baseModel, epochs, batchSize, learningRate, maxSequenceLength, validationSet), new IA3Options());
+
+    /// <summary>Text classification by full fine-tuning (every weight trains): the baseline.</summary>
+    public TextClassificationEstimator FullFineTune(TextClassificationOptions options, FullFineTuneOptions? full = null) =>
+        new(Environment, options, full ?? new FullFineTuneOptions());
+
+    /// <summary>Text classification by full fine-tuning, from plain parameters.</summary>
+    public TextClassificationEstimator FullFineTune(string labelColumnName = "Label", string textColumnName = "Text", string? baseModel = null,
+        int epochs = 3, int batchSize = 32, double? learningRate = null, int maxSequenceLength = 128, IDataView? validationSet = null) =>
+        FullFineTune(Plain(labelColumnName, textColumnName, baseModel, epochs, batchSize, learningRate, maxSequenceLength, validationSet), new FullFineTuneOptions());
+
+    private static TextClassificationOptions Plain(string label, string text, string? baseModel, int epochs, int batchSize,
+        double? learningRate, int maxSequenceLength, IDataView? validationSet) => new()
+    {
+        LabelColumnName = label, TextColumnName = text, BaseModel = baseModel, Epochs = epochs, BatchSize = batchSize,
+        LearningRate = learningRate, MaxSequenceLength = maxSequenceLength, ValidationSet = validationSet,
+    };
+}

@@ -1,0 +1,272 @@
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
+using MLNet.FineTune.Checkpoints;
+using MLNet.FineTune.Models;
+using MLNet.FineTune.Peft;
+using MLNet.FineTune.Persistence;
+using MLNet.FineTune.Runtime;
+using MLNet.FineTune.Tokenization;
+using MLNet.FineTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MLNet.FineTune.Tasks.FineTuning;
+
+/// <summary>How model.zip describes the base model and the dtype it was held in.</summary>
+internal sealed record StoredBaseModel(BaseModelStorage Storage, string? Folder, string? Sha256, string BaseDType);
+
+/// <summary>
+/// A pretrained task model with a parameter-efficient method injected, its tokenizer and its device: what every task's
+/// estimator trains and every task's transformer scores and saves. Tasks supply the model constructor, the loss and
+/// the metric; this class owns loading, precision, the training bridge and persistence.
+/// </summary>
+internal sealed class AdaptedModel
+{
+    private const string ConfigPayload = "base/config.json";
+    private const string TokenizerPrefix = "base/tokenizer/";
+    private const string AdapterConfigPayload = "adapter_config.json";
+    private const string StoredBasePayload = "base_model.json";
+    private const string FullStatePayload = "model.safetensors";
+    private const string TrainedStatePayload = "trained.safetensors";
+
+    /// <summary>Tokenizer files carried into model.zip (whichever the base folder has).</summary>
+    private static readonly string[] TokenizerFileNames =
+        ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json"];
+
+    private readonly IReadOnlyDictionary<string, byte[]> _tokenizerFiles;
+
+    private AdaptedModel(nn.Module model, PeftModel peft, HfTokenizer tokenizer, IReadOnlyDictionary<string, byte[]> tokenizerFiles,
+        HfConfig config, Device device, ScalarType baseDType, string? baseFolder, string? baseSha256)
+    {
+        Model = model;
+        Peft = peft;
+        Tokenizer = tokenizer;
+        _tokenizerFiles = tokenizerFiles;
+        Config = config;
+        Device = device;
+        BaseDType = baseDType;
+        BaseFolder = baseFolder;
+        BaseSha256 = baseSha256;
+    }
+
+    /// <summary>The task model (its linear layers wrapped by the method).</summary>
+    public nn.Module Model { get; }
+
+    /// <summary>The injected method: adapter layers, saved modules, PEFT file format.</summary>
+    public PeftModel Peft { get; }
+
+    public HfTokenizer Tokenizer { get; }
+    public HfConfig Config { get; }
+    public Device Device { get; }
+
+    /// <summary>The dtype the frozen base is held in (adapters and the head stay float32).</summary>
+    public ScalarType BaseDType { get; }
+
+    /// <summary>The base folder this model came from (null when it was loaded from a self-contained model.zip).</summary>
+    public string? BaseFolder { get; }
+
+    private string? BaseSha256 { get; set; }
+
+    /// <summary>Loads a pretrained folder into a new task model, holds the base in <paramref name="baseDType"/> and
+    /// injects the method.</summary>
+    public static AdaptedModel CreateForTraining<TModel>(string baseFolder, Func<HfConfig, TModel> createTaskModel, PeftConfig method,
+        ScalarType baseDType, Device device, Action<string> log) where TModel : nn.Module, IPretrainedModel
+    {
+        TorchRuntime.EnsureLoaded();
+        var config = HfConfig.Load(baseFolder);
+        var tokenizer = HfTokenizer.FromFolder(baseFolder);
+        var model = createTaskModel(config);
+        var report = ModelFactory.LoadPretrained(model, baseFolder, baseDType);
+        log($"Loaded {baseFolder}: {report}");
+        var peft = PeftModel.Inject(model, method);
+        model.to(device);
+        log($"{method.PeftType}: {peft.CountParameters()}");
+        return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder), null);
+    }
+
+    /// <summary>Trains the method's parameters with the shared loop.</summary>
+    public TrainingResult Train(FineTuneOptions options, MethodOptions method, int seed, int exampleCount, IReadOnlyList<int> exampleLengths,
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, Action<string> log)
+    {
+        var parameters = ParameterGroups.FromGroups(Model, Peft.ParameterGroups(MethodConfigs.LoraPlusRatio(method)));
+        var trainer = new TrainerOptions
+        {
+            Epochs = options.Epochs,
+            BatchSize = options.BatchSize,
+            GradientAccumulationSteps = options.GradientAccumulationSteps,
+            LearningRate = options.LearningRate ?? MethodConfigs.DefaultLearningRate(method),
+            WeightDecay = options.WeightDecay,
+            WarmupRatio = options.WarmupRatio,
+            Schedule = options.Schedule,
+            MaxGradNorm = options.MaxGradientNorm > 0 ? options.MaxGradientNorm : null,
+            Seed = seed,
+            LengthBucketing = options.LengthBucketing,
+            EvaluationStrategy = evaluate is null ? EvaluationStrategy.None : options.EvaluateEverySteps is null ? EvaluationStrategy.Epoch : EvaluationStrategy.Steps,
+            EvalSteps = options.EvaluateEverySteps ?? 500,
+            EarlyStoppingPatience = options.EarlyStoppingPatience,
+            EarlyStoppingThreshold = options.EarlyStoppingThreshold,
+            CheckpointEverySteps = options.CheckpointEverySteps,
+            CheckpointDirectory = options.CheckpointDirectory,
+            ResumeFromCheckpoint = options.ResumeFromCheckpoint,
+            Progress = options.Progress,
+            Log = log,
+            CancellationToken = options.CancellationToken,
+        };
+        Model.train();
+        try
+        {
+            var result = FineTuneTrainer.Train(new TrainingSetup
+            {
+                Model = Model,
+                Parameters = parameters,
+                ExampleCount = exampleCount,
+                ExampleLengths = exampleLengths,
+                ComputeLoss = computeLoss,
+                Evaluate = evaluate is null ? null : () => { Model.eval(); try { return evaluate(); } finally { Model.train(); } },
+                Options = trainer,
+            });
+            if (options.TrainingPlotPath is { } plot) result.History.SavePlot(plot);
+            return result;
+        }
+        finally
+        {
+            Model.eval();
+        }
+    }
+
+    /// <summary>Writes the model into model.zip payloads: base config, tokenizer files, the method's config, and
+    /// either every weight (self-contained) or the trained ones plus the base folder's path and hash.</summary>
+    public void Save(ModelPayloadWriter payloads, BaseModelStorage storage)
+    {
+        payloads.AddText(ConfigPayload, Config.ToString());
+        foreach (var (name, bytes) in _tokenizerFiles) payloads.Add(TokenizerPrefix + name, bytes);
+        payloads.AddText(AdapterConfigPayload, PeftConfigJson.Write(Peft.Config));
+        if (storage == BaseModelStorage.ByReference)
+        {
+            if (BaseFolder is null || !Directory.Exists(BaseFolder))
+                throw new InvalidOperationException("This model was loaded from a self-contained model.zip and has no base folder on disk to reference; save it with BaseModelStorage.SelfContained.");
+            BaseSha256 ??= HashBaseFolder(BaseFolder);
+            payloads.AddJson(StoredBasePayload, new StoredBaseModel(storage, BaseFolder, BaseSha256, BaseDType.ToString()), ModelZipStorage.JsonOptions);
+            payloads.Add(TrainedStatePayload, s => SafeTensors.Write(s, TrainedState()));
+        }
+        else
+        {
+            payloads.AddJson(StoredBasePayload, new StoredBaseModel(storage, null, null, BaseDType.ToString()), ModelZipStorage.JsonOptions);
+            payloads.Add(FullStatePayload, s => SafeTensors.Write(s, Model.state_dict()));
+        }
+    }
+
+    /// <summary>Rebuilds a model saved by <see cref="Save"/>.</summary>
+    public static AdaptedModel Load<TModel>(ModelPayloadReader payloads, Func<HfConfig, TModel> createTaskModel, Device device, string where)
+        where TModel : nn.Module, IPretrainedModel
+    {
+        TorchRuntime.EnsureLoaded();
+        var config = HfConfig.Parse(payloads.ReadText(ConfigPayload), $"{where} {ConfigPayload}");
+        var tokenizerFiles = payloads.Names.Where(n => n.StartsWith(TokenizerPrefix, StringComparison.Ordinal))
+            .ToDictionary(n => n[TokenizerPrefix.Length..], payloads.ReadBytes);
+        var tokenizer = TokenizerFromFiles(tokenizerFiles, config);
+        var stored = payloads.ReadJson<StoredBaseModel>(StoredBasePayload, ModelZipStorage.JsonOptions);
+        var method = PeftConfigJson.Parse(JsonNode.Parse(payloads.ReadText(AdapterConfigPayload))!.AsObject(), $"{where} {AdapterConfigPayload}") with { InferenceMode = false };
+        var baseDType = Enum.Parse<ScalarType>(stored.BaseDType);
+
+        var model = createTaskModel(config);
+        string? baseFolder = null;
+        if (stored.Storage == BaseModelStorage.ByReference)
+        {
+            baseFolder = stored.Folder!;
+            if (!Directory.Exists(baseFolder))
+                throw new DirectoryNotFoundException($"{where} references the base model folder {baseFolder}, which does not exist on this machine. Copy the base model there, or save the model with BaseModelStorage.SelfContained.");
+            var actual = HashBaseFolder(baseFolder);
+            if (!string.Equals(actual, stored.Sha256, StringComparison.OrdinalIgnoreCase))
+                throw new InvalidDataException($"{where} was trained on the base model in {baseFolder} with SHA-256 {stored.Sha256}, but the folder now hashes to {actual}: the base model changed. Restore the original files or retrain.");
+            ModelFactory.LoadPretrained(model, baseFolder, baseDType);
+        }
+        else
+        {
+            model.to(baseDType);
+        }
+        var peft = PeftModel.Inject(model, method);
+        var state = LoadStateFromPayload(payloads, stored.Storage == BaseModelStorage.ByReference ? TrainedStatePayload : FullStatePayload);
+        try
+        {
+            var report = WeightLoader.Load(model, state, basePrefix: null, sourceName: where);
+            if (report.Unexpected.Count > 0 || (stored.Storage == BaseModelStorage.SelfContained && report.Missing.Count > 0))
+                throw new InvalidDataException($"{where}: the saved weights do not fit the model built from its config: {report}.");
+        }
+        finally
+        {
+            foreach (var t in state.Values) t.Dispose();
+        }
+        model.to(device);
+        model.eval();
+        return new AdaptedModel(model, peft, tokenizer, tokenizerFiles, config, device, baseDType, baseFolder, stored.Sha256);
+    }
+
+    /// <summary>Writes the adapter in Hugging Face PEFT's format (bottleneck adapters: this library's format).</summary>
+    public void SaveAdapter(string folder)
+    {
+        if (Peft.Config is FullFineTuneConfig)
+            throw new NotSupportedException("A fully fine-tuned model has no adapter to save; save it with mlContext.Model.Save instead.");
+        Peft.SaveAdapter(folder);
+    }
+
+    /// <summary>The tensors that differ from the base checkpoint: trained parameters, and for PiSSA the residual
+    /// base weights its initialisation wrote.</summary>
+    private Dictionary<string, Tensor> TrainedState()
+    {
+        var state = Model.named_parameters().Where(p => p.parameter.requires_grad).ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        if (Peft.Config is LoraConfig { Init: LoraInit.PiSSA })
+        {
+            var all = Model.state_dict();
+            foreach (var path in Peft.Layers.Keys) state[path + ".weight"] = all[path + ".weight"];
+        }
+        return state;
+    }
+
+    private static Dictionary<string, Tensor> LoadStateFromPayload(ModelPayloadReader payloads, string name)
+    {
+        var temp = Path.Combine(Path.GetTempPath(), "mlnet-finetune-" + Guid.NewGuid().ToString("N") + ".safetensors");
+        try
+        {
+            payloads.ExtractFile(name, temp);
+            return SafeTensors.Load(temp);
+        }
+        finally
+        {
+            File.Delete(temp);
+        }
+    }
+
+    private static Dictionary<string, byte[]> ReadTokenizerFiles(string folder) =>
+        TokenizerFileNames.Where(f => File.Exists(Path.Combine(folder, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(folder, f)));
+
+    private static HfTokenizer TokenizerFromFiles(IReadOnlyDictionary<string, byte[]> files, HfConfig config)
+    {
+        // The tokenizer reads a folder (config.json informs casing): lay the files out in a scratch folder.
+        var folder = Directory.CreateTempSubdirectory("mlnet-finetune-tokenizer-").FullName;
+        try
+        {
+            foreach (var (name, bytes) in files) File.WriteAllBytes(Path.Combine(folder, name), bytes);
+            File.WriteAllText(Path.Combine(folder, "config.json"), config.ToString());
+            return HfTokenizer.FromFolder(folder);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    /// <summary>SHA-256 over config.json and the weight files, in a fixed order.</summary>
+    internal static string HashBaseFolder(string folder)
+    {
+        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var file in new[] { Path.Combine(folder, "config.json") }.Concat(HfCheckpoint.WeightFiles(folder).Order(StringComparer.Ordinal)))
+        {
+            using var stream = File.OpenRead(file);
+            var buffer = new byte[1 << 20];
+            int read;
+            while ((read = stream.Read(buffer)) > 0) sha.AppendData(buffer, 0, read);
+        }
+        return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
+    }
+}

@@ -1,0 +1,36 @@
+using System.Text.Json.Nodes;
+
+namespace MLNet.FineTune.Tests;
+
+/// <summary>Tiny Hugging Face folders built from the committed fixtures, for fast end-to-end tests.</summary>
+internal static class TinyModels
+{
+    /// <summary>Words of the tiny vocabulary (after the special tokens); synthetic tasks draw from these.</summary>
+    public static readonly string[] Words =
+    [
+        "the", "a", "movie", "food", "service", "room", "book", "phone", "was", "is", "very", "really", "quite",
+        "good", "great", "excellent", "wonderful", "lovely", "bad", "awful", "terrible", "boring", "poor",
+        "red", "green", "blue", "yes", "no", "maybe", "agree", "disagree", "cat", "dog", "bird", "and", "but",
+        "today", "yesterday", "we", "they", "it", "this", "that", ".", ",", "!", "?",
+    ];
+
+    /// <summary>bert-tiny (2 layers, hidden 32, random weights from transformers) with a 512-token WordPiece vocabulary.</summary>
+    public static string BertTiny()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "mlnet-finetune-tests", "bert-tiny-with-vocab");
+        var marker = Path.Combine(folder, "vocab.txt");
+        if (File.Exists(marker)) return folder;
+        var staging = folder + "." + Guid.NewGuid().ToString("N")[..8];
+        Directory.CreateDirectory(staging);
+        foreach (var file in new[] { "config.json", "model.safetensors" })
+            File.Copy(TestPaths.Fixture("hf-reference", "bert-tiny", file), Path.Combine(staging, file));
+        var vocab = new List<string> { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" };
+        vocab.AddRange(Words);
+        for (int i = vocab.Count; i < 512; i++) vocab.Add($"unused{i}");
+        File.WriteAllLines(Path.Combine(staging, "vocab.txt"), vocab);
+        File.WriteAllText(Path.Combine(staging, "tokenizer_config.json"), new JsonObject { ["do_lower_case"] = true, ["model_max_length"] = 64 }.ToJsonString());
+        try { Directory.Move(staging, folder); }
+        catch (IOException) { Directory.Delete(staging, recursive: true); } // another test process won the race
+        return folder;
+    }
+}
