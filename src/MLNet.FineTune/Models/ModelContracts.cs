@@ -29,14 +29,22 @@ public interface IPretrainedModel
 }
 
 /// <summary>An encoder with a sequence-classification head: logits (B, NumLabels).</summary>
-public abstract class SequenceClassificationModel(string name) : nn.Module<EncoderInputs, Tensor>(name), IPretrainedModel
+public abstract class SequenceClassificationModel : nn.Module<EncoderInputs, Tensor>, IPretrainedModel
 {
+    /// <summary>Names the module and checks the label count (every family's classifier needs at least one).</summary>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="numLabels"/> is below 1.</exception>
+    protected SequenceClassificationModel(string name, int numLabels) : base(name)
+    {
+        if (numLabels < 1) throw new ArgumentOutOfRangeException(nameof(numLabels), numLabels, "A classifier needs at least one label.");
+        NumLabels = numLabels;
+    }
+
     public abstract HfConfig Config { get; }
     public abstract string ModelType { get; }
     public abstract string BaseModelPrefix { get; }
     public abstract IReadOnlyList<string> HeadModuleNames { get; }
     /// <summary>Number of classes the head predicts.</summary>
-    public abstract int NumLabels { get; }
+    public int NumLabels { get; }
 }
 
 /// <summary>An encoder with an extractive span head (<c>qa_outputs</c>): start and end logits, each (B, T).</summary>

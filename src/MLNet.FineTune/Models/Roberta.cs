@@ -74,16 +74,13 @@ public sealed class RobertaModel : EncoderModel
 /// <summary>RobertaForSequenceClassification: <c>roberta</c> (no pooler) and <c>classifier</c> (<c>dense</c>, <c>out_proj</c>).</summary>
 public sealed class RobertaForSequenceClassification : SequenceClassificationModel
 {
-    private readonly int _numLabels;
     private RobertaModel roberta;
     private nn.Module<Tensor, Tensor> classifier;
 
     /// <summary>Builds the model; the head is initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
-    public RobertaForSequenceClassification(HfConfig config, int numLabels) : base(nameof(RobertaForSequenceClassification))
+    public RobertaForSequenceClassification(HfConfig config, int numLabels) : base(nameof(RobertaForSequenceClassification), numLabels)
     {
-        if (numLabels < 1) throw new ArgumentOutOfRangeException(nameof(numLabels), numLabels, "A classifier needs at least one label.");
         var cfg = RobertaConfig.FromHf(config);
-        _numLabels = numLabels;
         roberta = new RobertaModel(cfg, config, addPoolingLayer: false);
         classifier = new RobertaClassificationHead(cfg, numLabels);
         RegisterComponents();
@@ -94,7 +91,6 @@ public sealed class RobertaForSequenceClassification : SequenceClassificationMod
     public override string ModelType => "roberta";
     public override string BaseModelPrefix => "roberta";
     public override IReadOnlyList<string> HeadModuleNames => ["classifier"];
-    public override int NumLabels => _numLabels;
 
     /// <summary>Logits (B, NumLabels) from the first token (&lt;s&gt;).</summary>
     public override Tensor forward(EncoderInputs inputs) => classifier.forward(roberta.forward(inputs).LastHiddenState);

@@ -135,7 +135,8 @@ public sealed class PeftModel
         return new TrainableParameterCount(trainable, total);
     }
 
-    /// <summary>Optimizer groups for the trainable parameters; with <paramref name="loraPlusRatio"/> &gt; 1, LoRA+.</summary>
+    /// <summary>Learning-rate groups for the trainable parameters; with <paramref name="loraPlusRatio"/> &gt; 1, LoRA+.
+    /// The training layer decides weight decay (<c>Training.ParameterGroups.FromGroups</c>).</summary>
     public IReadOnlyList<ParameterGroup> ParameterGroups(double loraPlusRatio = 1.0) =>
         OptimizerParameterGroups.Create(Model, loraPlusRatio);
 

@@ -60,10 +60,7 @@ public sealed class HfByteLevelBpeTokenizer : HfTokenizer
     internal static HfByteLevelBpeTokenizer FromTokenizerJson(TokenizerFolder files, JsonElement root, string path)
     {
         var model = root.GetProperty("model");
-        if (!model.TryGetProperty("vocab", out var vocabJson) || vocabJson.ValueKind != JsonValueKind.Object)
-            throw new InvalidDataException($"{path}: model.vocab is missing.");
-        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var p in vocabJson.EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        var vocab = HfWordPieceTokenizer.ReadVocab(model, path);
 
         // Merges are "a b" strings (older files) or ["a", "b"] pairs (tokenizers 0.20+); byte-level tokens hold no spaces.
         var merges = new List<string>();

@@ -87,11 +87,9 @@ public sealed class HfWordPieceTokenizer : HfTokenizer
     internal static HfWordPieceTokenizer FromTokenizerJson(TokenizerFolder files, JsonElement root, string path)
     {
         var model = root.GetProperty("model");
-        if (!model.TryGetProperty("vocab", out var vocabJson) || vocabJson.ValueKind != JsonValueKind.Object)
-            throw new InvalidDataException($"{path}: model.vocab is missing.");
-        var pairs = vocabJson.EnumerateObject().Select(p => (Token: p.Name, Id: p.Value.GetInt32())).ToList();
-        var byId = new string?[pairs.Max(p => p.Id) + 1];
-        foreach (var (token, id) in pairs) byId[id] = token;
+        var vocab = ReadVocab(model, path);
+        var byId = new string?[vocab.Values.Max() + 1];
+        foreach (var (token, id) in vocab) byId[id] = token;
 
         string unk = model.TryGetProperty("unk_token", out var u) && u.GetString() is { } us ? us : "[UNK]";
         string prefix = model.TryGetProperty("continuing_subword_prefix", out var p) && p.GetString() is { } ps ? ps : "##";
@@ -129,6 +127,16 @@ public sealed class HfWordPieceTokenizer : HfTokenizer
         bool Flag(string name, bool fallback) => n.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : fallback;
         bool lower = Flag("lowercase", true);
         return new BertBasicTokenizer(Flag("clean_text", true), Flag("handle_chinese_chars", true), Flag("strip_accents", lower), lower);
+    }
+
+    /// <summary>tokenizer.json's <c>model.vocab</c> object (token -> id), as WordPiece and BPE models store it.</summary>
+    internal static Dictionary<string, int> ReadVocab(JsonElement model, string path)
+    {
+        if (!model.TryGetProperty("vocab", out var vocabJson) || vocabJson.ValueKind != JsonValueKind.Object)
+            throw new InvalidDataException($"{path}: model.vocab is missing.");
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var p in vocabJson.EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+        return vocab;
     }
 
     /// <summary>tokenizer.json's "added_tokens".</summary>

@@ -13,11 +13,13 @@ namespace MLNet.FineTune.Training;
 public sealed record TrainableParameter(string Name, Parameter Parameter, double LearningRateMultiplier = 1.0, bool ApplyWeightDecay = true);
 
 /// <summary>
-/// Builds the trainable-parameter list of a model and decides which parameters get weight decay.
+/// Builds the trainable-parameter list of a model and decides which parameters get weight decay. This is the
+/// library's one no-decay rule: PEFT's groups (<see cref="MLNet.FineTune.Peft.ParameterGroup"/>) carry only learning
+/// rates and are given their decay flags here.
 /// </summary>
 /// <remarks>
-/// The no-decay rule (<see cref="IsNoDecay"/>), a superset of transformers' <c>Trainer.get_decay_parameter_names</c>
-/// for every family this library ships: a parameter is exempt from weight decay when
+/// The no-decay rule, a superset of transformers' <c>Trainer.get_decay_parameter_names</c> for every family this
+/// library ships: a parameter is exempt from weight decay when
 /// <list type="number">
 /// <item>its own name (the last dot-separated segment) is <c>bias</c> or ends with <c>_bias</c>; or</item>
 /// <item>the module that owns it (the segment before the last) is a normalisation layer by name, compared
@@ -25,10 +27,11 @@ public sealed record TrainableParameter(string Name, Parameter Parameter, double
 /// or starts with <c>norm_</c>, or ends with <c>_norm</c>, or equals <c>ln</c> or starts with <c>ln_</c>
 /// (BERT <c>LayerNorm</c>, DistilBERT <c>sa_layer_norm</c>, GPT-2 <c>ln_1</c>/<c>ln_f</c>, Llama/Qwen2
 /// <c>input_layernorm</c>/<c>norm</c>, Qwen3 <c>q_norm</c>); or</item>
-/// <item>the owning module is a TorchSharp normalisation layer by type (LayerNorm, GroupNorm, BatchNorm, InstanceNorm,
-/// LocalResponseNorm), checked when the module is known (<see cref="FromModule"/>).</item>
+/// <item>the owning module is a normalisation layer by type: a TorchSharp batch/instance norm (<c>NormBase</c>), or
+/// any module whose class name ends with <c>Norm</c> (TorchSharp's LayerNorm, GroupNorm, LocalResponseNorm; the
+/// families' own <c>RmsNorm</c>), checked when the module is known (<see cref="FromModule"/>, <see cref="FromGroups"/>).</item>
 /// </list>
-/// Embeddings, linear weights and adapter matrices (lora_A, lora_B) decay.
+/// Embeddings, linear weights and adapter matrices (lora_A, lora_B, DoRA magnitudes) decay.
 /// </remarks>
 public static class ParameterGroups
 {
@@ -63,58 +66,60 @@ public static class ParameterGroups
     public static IReadOnlyList<TrainableParameter> FromModule(nn.Module model, Func<string, double>? learningRateMultiplier = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var normModules = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var (name, module) in model.named_modules())
-            if (IsNormalisationType(module)) normModules.Add(name);
-
+        var isNoDecay = NoDecayRule(model);
         var result = new List<TrainableParameter>();
         foreach (var (name, parameter) in model.named_parameters())
         {
             if (!parameter.requires_grad) continue;
-            var owner = name.Contains('.') ? name[..name.LastIndexOf('.')] : "";
-            bool noDecay = IsNoDecay(name) || normModules.Contains(owner);
-            result.Add(new TrainableParameter(name, parameter, learningRateMultiplier?.Invoke(name) ?? 1.0, !noDecay));
+            result.Add(new TrainableParameter(name, parameter, learningRateMultiplier?.Invoke(name) ?? 1.0, !isNoDecay(name)));
         }
         return result;
     }
 
     /// <summary>
-    /// Names the parameters of optimizer groups built elsewhere (e.g. PEFT's LoRA+ groups: B matrices at
-    /// <c>ratio</c> times the rate) by looking them up in <paramref name="model"/>.
+    /// The trainable parameters of a PEFT model from its learning-rate groups
+    /// (<see cref="MLNet.FineTune.Peft.PeftModel.ParameterGroups"/>, LoRA+ when its ratio is above 1), named by looking
+    /// them up in <paramref name="model"/>, with weight decay decided by the no-decay rule.
     /// </summary>
     /// <param name="model">The model that owns every parameter.</param>
-    /// <param name="groups">Each group's parameters, learning-rate multiplier and weight-decay flag.</param>
+    /// <param name="groups">Each group's parameters and learning-rate multiplier.</param>
     /// <exception cref="ArgumentException">A parameter is not part of the model, or appears in two groups.</exception>
-    public static IReadOnlyList<TrainableParameter> FromGroups(nn.Module model,
-        IEnumerable<(IEnumerable<Parameter> Parameters, double LearningRateMultiplier, bool ApplyWeightDecay)> groups)
+    public static IReadOnlyList<TrainableParameter> FromGroups(nn.Module model, IEnumerable<MLNet.FineTune.Peft.ParameterGroup> groups)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(groups);
         var names = new Dictionary<IntPtr, string>();
         foreach (var (name, parameter) in model.named_parameters()) names.TryAdd(parameter.Handle, name);
+        var isNoDecay = NoDecayRule(model);
         var result = new List<TrainableParameter>();
         var seen = new HashSet<IntPtr>();
-        int groupIndex = 0;
-        foreach (var (parameters, multiplier, decay) in groups)
+        foreach (var group in groups)
         {
-            foreach (var parameter in parameters)
+            foreach (var parameter in group.Parameters)
             {
                 if (!names.TryGetValue(parameter.Handle, out var name))
-                    throw new ArgumentException($"Optimizer group {groupIndex} holds a parameter of shape [{string.Join(", ", parameter.shape)}] that is not part of the model.", nameof(groups));
+                    throw new ArgumentException($"Optimizer group '{group.Name}' holds a parameter of shape [{string.Join(", ", parameter.shape)}] that is not part of the model.", nameof(groups));
                 if (!seen.Add(parameter.Handle))
                     throw new ArgumentException($"Parameter '{name}' appears in more than one optimizer group.", nameof(groups));
-                result.Add(new TrainableParameter(name, parameter, multiplier, decay));
+                result.Add(new TrainableParameter(name, parameter, group.LearningRateMultiplier, !isNoDecay(name)));
             }
-            groupIndex++;
         }
         return result;
     }
 
-    /// <summary>The trainable parameters of a PEFT model from its optimizer groups
-    /// (<see cref="MLNet.FineTune.Peft.PeftModel.ParameterGroups"/>, LoRA+ when its ratio is above 1).</summary>
-    public static IReadOnlyList<TrainableParameter> FromGroups(nn.Module model, IEnumerable<MLNet.FineTune.Peft.ParameterGroup> groups) =>
-        FromGroups(model, groups.Select(g => (g.Parameters.AsEnumerable(), g.LearningRateMultiplier, g.WeightDecay)));
+    // The whole rule for one model: the name rules, plus the owning module's type (rule 3).
+    private static Func<string, bool> NoDecayRule(nn.Module model)
+    {
+        var normModules = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, module) in model.named_modules())
+            if (IsNormalisationType(module)) normModules.Add(name);
+        return name =>
+        {
+            var owner = name.Contains('.') ? name[..name.LastIndexOf('.')] : "";
+            return IsNoDecay(name) || normModules.Contains(owner);
+        };
+    }
 
-    private static bool IsNormalisationType(nn.Module module) => module is TorchSharp.Modules.LayerNorm
-        or TorchSharp.Modules.GroupNorm or TorchSharp.Modules.NormBase or TorchSharp.Modules.LocalResponseNorm;
+    private static bool IsNormalisationType(nn.Module module) =>
+        module is TorchSharp.Modules.NormBase || module.GetType().Name.EndsWith("Norm", StringComparison.Ordinal);
 }

@@ -240,9 +240,22 @@ public sealed class OnnxBertImporterTests
         var second = watch.ElapsedMilliseconds;
         Console.WriteLine($"DefaultModels.MiniLM() = {folder}: first call {first} ms, cached call {second} ms");
         Assert.AreEqual(folder, again);
+        StringAssert.EndsWith(folder, $"-f{OnnxBertImporter.FormatVersion}", "the importer's format version keys the cache");
+        Assert.IsTrue(OnnxBertImporter.IsCurrentConversion(folder, out var problem), problem);
         Assert.AreEqual(12, HfConfig.Load(folder).GetInt("num_attention_heads"));
         Assert.IsTrue(File.Exists(Path.Combine(folder, "model.safetensors")));
         Assert.IsTrue(second < 1000, $"a cached call took {second} ms");
+    }
+
+    /// <summary>A synthetic export of bert-tiny and a five-token vocabulary, as files in the test folder.</summary>
+    private (string Onnx, string Vocab) TinyExport()
+    {
+        var state = SafeTensors.Load(Path.Combine(BertTiny, "model.safetensors"));
+        var onnx = Path.Combine(_dir, "tiny.onnx");
+        File.WriteAllBytes(onnx, new BertOnnxBuilder().Build(state, heads: 4));
+        var vocab = Path.Combine(_dir, "vocab.txt");
+        File.WriteAllLines(vocab, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
+        return (onnx, vocab);
     }
 
     [TestMethod]
@@ -250,11 +263,7 @@ public sealed class OnnxBertImporterTests
     {
         // Another process finishes the same folder while this one converts: this one's move fails, the winner's
         // complete folder is returned, and nothing half-written is left.
-        var state = SafeTensors.Load(Path.Combine(BertTiny, "model.safetensors"));
-        var onnx = Path.Combine(_dir, "tiny.onnx");
-        File.WriteAllBytes(onnx, new BertOnnxBuilder().Build(state, heads: 4));
-        var vocab = Path.Combine(_dir, "vocab.txt");
-        File.WriteAllLines(vocab, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
+        var (onnx, vocab) = TinyExport();
         var target = Path.Combine(_dir, "cache", "tiny-key");
         int conversions = 0;
         var result = DefaultModels.Cached(target, folder =>
@@ -267,5 +276,96 @@ public sealed class OnnxBertImporterTests
         Assert.AreEqual(1, conversions);
         CollectionAssert.AreEqual(new[] { "tiny-key" }, Directory.GetFileSystemEntries(Path.Combine(_dir, "cache")).Select(Path.GetFileName).ToArray());
         Assert.AreEqual(target, DefaultModels.Cached(target, _ => throw new AssertFailedException("a complete folder must not be converted again")));
+    }
+
+    [TestMethod]
+    public void AConversionRecordsTheImportersFormatVersion()
+    {
+        var (onnx, vocab) = TinyExport();
+        var folder = Path.Combine(_dir, "out");
+        OnnxBertImporter.Convert(onnx, vocab, folder);
+        var provenance = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, OnnxBertImporter.ProvenanceFile)))!;
+        Assert.AreEqual(OnnxBertImporter.FormatVersion, provenance["format_version"]!.GetValue<int>());
+        CollectionAssert.AreEquivalent(OnnxBertImporter.OutputFiles.ToArray(), Directory.GetFiles(folder).Select(Path.GetFileName).ToArray(),
+            "the check's file list is exactly what a conversion writes");
+        Assert.IsTrue(OnnxBertImporter.IsCurrentConversion(folder, out var problem), problem);
+        Assert.AreEqual("", problem);
+    }
+
+    [TestMethod]
+    [DataRow("delete config.json", "lacks config.json")]
+    [DataRow("delete model.safetensors", "lacks model.safetensors")]
+    [DataRow("delete vocab.txt", "lacks vocab.txt")]
+    [DataRow("delete tokenizer_config.json", "lacks tokenizer_config.json")]
+    [DataRow("delete onnx_import.json", "lacks onnx_import.json")]
+    [DataRow("version 0", "has format_version 0, this importer writes")]
+    [DataRow("version absent", "has format_version 0, this importer writes")]
+    [DataRow("version next", "this importer writes")]
+    [DataRow("version text", "is unreadable")]
+    [DataRow("not json", "is unreadable")]
+    public void AFolderThatIsNotACurrentConversionIsNamed(string damage, string expected)
+    {
+        var (onnx, vocab) = TinyExport();
+        var folder = Path.Combine(_dir, "out");
+        OnnxBertImporter.Convert(onnx, vocab, folder);
+        Damage(folder, damage);
+        Assert.IsFalse(OnnxBertImporter.IsCurrentConversion(folder, out var problem));
+        Console.WriteLine($"{damage}: {problem}");
+        StringAssert.Contains(problem, expected);
+        Assert.IsFalse(OnnxBertImporter.IsCurrentConversion(Path.Combine(_dir, "absent"), out problem));
+        StringAssert.Contains(problem, "does not exist");
+    }
+
+    /// <summary>Turns a converted folder into what an older importer, an interrupted copy or a hand edit leaves.</summary>
+    private static void Damage(string folder, string damage)
+    {
+        var provenancePath = Path.Combine(folder, OnnxBertImporter.ProvenanceFile);
+        JsonNode Provenance() => JsonNode.Parse(File.ReadAllText(provenancePath))!;
+        void Write(JsonNode node) => File.WriteAllText(provenancePath, node.ToJsonString());
+        switch (damage)
+        {
+            case var d when d.StartsWith("delete "): File.Delete(Path.Combine(folder, d["delete ".Length..])); break;
+            case "version 0": { var p = Provenance(); p["format_version"] = 0; Write(p); break; }
+            case "version absent": { var p = Provenance(); p.AsObject().Remove("format_version"); Write(p); break; }
+            case "version next": { var p = Provenance(); p["format_version"] = OnnxBertImporter.FormatVersion + 1; Write(p); break; }
+            case "version text": { var p = Provenance(); p["format_version"] = "one"; Write(p); break; }
+            case "not json": File.WriteAllText(provenancePath, "{ truncated"); break;
+            default: throw new ArgumentException(damage);
+        }
+    }
+
+    [TestMethod]
+    [DataRow("version 0")]
+    [DataRow("delete vocab.txt")]
+    [DataRow("delete tokenizer_config.json")]
+    public void CacheRebuildsAFolderThatIsNotACurrentConversion(string damage)
+    {
+        // An older importer's folder under the same key (once: a wrong tokenizer_config.json) is rebuilt, not reused.
+        var (onnx, vocab) = TinyExport();
+        var cache = Path.Combine(_dir, "cache");
+        var target = Path.Combine(cache, "tiny-key");
+        int conversions = 0;
+        void Convert(string folder) { conversions++; OnnxBertImporter.Convert(onnx, vocab, folder); }
+        DefaultModels.Cached(target, Convert);
+        var tokenizerConfig = File.ReadAllText(Path.Combine(target, "tokenizer_config.json"));
+        File.WriteAllText(Path.Combine(target, "tokenizer_config.json"), """{"tokenizer_class": "BertTokenizer", "do_lower_case": false}""");
+        Damage(target, damage);
+
+        Assert.AreEqual(target, DefaultModels.Cached(target, Convert));
+        Assert.AreEqual(2, conversions);
+        Assert.IsTrue(OnnxBertImporter.IsCurrentConversion(target, out var problem), problem);
+        Assert.AreEqual(tokenizerConfig, File.ReadAllText(Path.Combine(target, "tokenizer_config.json")), "the stale file is replaced");
+        CollectionAssert.AreEqual(new[] { "tiny-key" }, Directory.GetFileSystemEntries(cache).Select(Path.GetFileName).ToArray(),
+            "the unusable folder is removed, no temporary left");
+        Assert.AreEqual(target, DefaultModels.Cached(target, _ => throw new AssertFailedException("a current folder must not be converted again")));
+    }
+
+    [TestMethod]
+    public void CacheReportsAConverterThatLeavesNoUsableFolder()
+    {
+        var target = Path.Combine(_dir, "cache", "tiny-key");
+        var e = Assert.ThrowsExactly<IOException>(() => DefaultModels.Cached(target, folder => Directory.CreateDirectory(folder)));
+        StringAssert.Contains(e.Message, target);
+        StringAssert.Contains(e.Message, "lacks config.json");
     }
 }

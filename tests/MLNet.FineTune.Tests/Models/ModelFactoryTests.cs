@@ -71,6 +71,20 @@ public sealed class ModelFactoryTests
     }
 
     [TestMethod]
+    [DataRow("bert-tiny")]
+    [DataRow("roberta-tiny")]
+    [DataRow("distilbert-tiny")]
+    public void EveryFamilyRejectsAClassifierWithoutLabels(string folder)
+    {
+        var config = HfConfig.Load(TestPaths.Fixture("hf-reference", folder));
+        var error = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ModelFactory.CreateSequenceClassification(config, 0));
+        Console.WriteLine($"{folder}: {error.Message}");
+        Assert.AreEqual("numLabels", error.ParamName);
+        StringAssert.Contains(error.Message, "at least one label");
+        Assert.AreEqual(1, ModelFactory.CreateSequenceClassification(config, 1).NumLabels);
+    }
+
+    [TestMethod]
     public void WrongLabelCountNamesTheKey()
     {
         var error = Assert.ThrowsExactly<InvalidDataException>(() =>

@@ -231,16 +231,19 @@ public sealed class InjectionTests
         var names = model.named_parameters().ToDictionary(p => p.parameter.Handle, p => p.name);
         var groups = peft.ParameterGroups(loraPlusRatio: 16).ToDictionary(g => g.Name);
         List<string> Names(string group) => groups[group].Parameters.Select(p => names[p.Handle]).OrderBy(n => n).ToList();
-        foreach (var g in groups.Values) Console.WriteLine($"{g.Name}: lr x{g.LearningRateMultiplier}, decay {g.WeightDecay}, {g.Parameters.Count} tensors");
+        foreach (var g in groups.Values) Console.WriteLine($"{g.Name}: lr x{g.LearningRateMultiplier}, {g.Parameters.Count} tensors");
+        CollectionAssert.AreEquivalent(new[] { "groupA", "groupB" }, groups.Keys.ToArray());
         Assert.IsTrue(Names("groupA").All(n => n.EndsWith("lora_A.weight") || n == "classifier.weight"));
         Assert.AreEqual(5, Names("groupA").Count);
-        Assert.IsTrue(Names("groupB").All(n => n.EndsWith("lora_B.weight") || n.EndsWith("lora_magnitude_vector")));
-        Assert.AreEqual(8, Names("groupB").Count);
-        CollectionAssert.AreEqual(new[] { "classifier.bias" }, Names("groupB_no_decay"));
+        Assert.IsTrue(Names("groupB").All(n => n.EndsWith("lora_B.weight") || n.EndsWith("lora_magnitude_vector") || n == "classifier.bias"));
+        Assert.AreEqual(9, Names("groupB").Count, "4 lora_B, 4 DoRA magnitudes and the head bias (1-D)");
+        Assert.AreEqual(1, groups["groupA"].LearningRateMultiplier);
         Assert.AreEqual(16, groups["groupB"].LearningRateMultiplier);
-        Assert.IsFalse(groups["groupB_no_decay"].WeightDecay);
 
-        var plain = PeftModel.Inject(TinyClassifier.Create(11), new FullFineTuneConfig()).ParameterGroups().ToDictionary(g => g.Name);
-        Assert.AreEqual(2 * (3 + 2) + 1, plain["no_decay"].Parameters.Count, "per block 3 Linear biases + LayerNorm weight and bias; the head bias");
+        var full = TinyClassifier.Create(11);
+        var plain = PeftModel.Inject(full, new FullFineTuneConfig()).ParameterGroups();
+        Assert.AreEqual("default", plain.Single().Name);
+        Assert.AreEqual(1, plain.Single().LearningRateMultiplier);
+        CollectionAssert.AreEqual(full.parameters().Select(p => p.Handle).ToArray(), plain.Single().Parameters.Select(p => p.Handle).ToArray());
     }
 }

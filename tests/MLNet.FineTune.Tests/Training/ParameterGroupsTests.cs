@@ -1,3 +1,6 @@
+using MLNet.FineTune.Models;
+using MLNet.FineTune.Peft;
+using PeftTinyClassifier = MLNet.FineTune.Tests.Peft.TinyClassifier;
 using MLNet.FineTune.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -19,7 +22,8 @@ public sealed class ParameterGroupsTests
         }
     }
 
-    /// <summary>An RMSNorm written as model code does (not a TorchSharp norm type): detected by name only.</summary>
+    /// <summary>An RMSNorm written as model code does (not a TorchSharp norm type): detected by its field name, and by
+    /// its class name (ends with "Norm") under a neutral field name.</summary>
     private sealed class CustomRmsNorm : nn.Module
     {
         public CustomRmsNorm(int n) : base("CustomRmsNorm") => register_parameter("weight", new Parameter(ones(n)));
@@ -48,6 +52,7 @@ public sealed class ParameterGroupsTests
             ("norm", new CustomRmsNorm(4)),
             ("ln_f", nn.LayerNorm(4)),
             ("final", nn.LayerNorm(4)),                       // a LayerNorm by type under a neutral name
+            ("post_mix", new CustomRmsNorm(4)),               // a model's own *Norm class under a neutral name
             ("classifier", nn.Linear(4, 2)),
             ("logit_bias", P(2)));
 
@@ -74,6 +79,7 @@ public sealed class ParameterGroupsTests
             "ln_f.bias", "ln_f.weight",
             "logit_bias",
             "norm.weight",
+            "post_mix.weight",
         ];
         string[] expectedDecay =
         [
@@ -117,4 +123,68 @@ public sealed class ParameterGroupsTests
     [DataRow("weight", false)]
     public void NameRule(string name, bool expectedNoDecay) =>
         Assert.AreEqual(expectedNoDecay, ParameterGroups.IsNoDecay(name), name);
+
+    [TestMethod]
+    public void LoraPlusGroupsFromPeftGetTheTrainingRulesDecay()
+    {
+        var model = PeftTinyClassifier.Create(11);
+        var peft = PeftModel.Inject(model, new LoraConfig { TargetModules = ["query", "value"], Rank = 2, UseDora = true });
+        var parameters = ParameterGroups.FromGroups(model, peft.ParameterGroups(loraPlusRatio: 16));
+        foreach (var p in parameters) Console.WriteLine($"{p.Name}: lr x{p.LearningRateMultiplier}{(p.ApplyWeightDecay ? "" : ", no decay")}");
+
+        // The base is frozen: only the head bias is exempt; adapter matrices and DoRA magnitudes decay.
+        CollectionAssert.AreEqual(new[] { "classifier.bias" }, parameters.Where(p => !p.ApplyWeightDecay).Select(p => p.Name).ToArray());
+        Assert.AreEqual(13, parameters.Count(p => p.ApplyWeightDecay));
+        Assert.IsTrue(parameters.Where(p => p.Name.EndsWith("lora_B.weight") || p.Name.EndsWith("lora_magnitude_vector") || p.Name == "classifier.bias")
+            .All(p => p.LearningRateMultiplier == 16));
+        Assert.IsTrue(parameters.Where(p => p.Name.EndsWith("lora_A.weight") || p.Name == "classifier.weight").All(p => p.LearningRateMultiplier == 1));
+
+        var full = PeftTinyClassifier.Create(11);
+        var plain = ParameterGroups.FromGroups(full, PeftModel.Inject(full, new FullFineTuneConfig()).ParameterGroups());
+        Assert.AreEqual(2 * (3 + 2) + 1, plain.Count(p => !p.ApplyWeightDecay), "per block 3 Linear biases + LayerNorm weight and bias; the head bias");
+        Assert.IsTrue(plain.All(p => p.LearningRateMultiplier == 1));
+    }
+
+    [TestMethod]
+    public void FromGroupsNamesAForeignParameter()
+    {
+        var model = PeftTinyClassifier.Create(11);
+        var stranger = new Parameter(zeros(3, 5));
+        var e = Assert.ThrowsExactly<ArgumentException>(() => ParameterGroups.FromGroups(model, [new ParameterGroup("groupA", [stranger], 1.0)]));
+        StringAssert.Contains(e.Message, "'groupA'");
+        StringAssert.Contains(e.Message, "[3, 5]");
+    }
+
+    /// <summary>Full fine-tuning of each shipped family: exactly the biases and the LayerNorm / RMSNorm parameters are
+    /// exempt (the expectation comes from the modules' concrete types, as transformers' ALL_LAYERNORM_LAYERS).</summary>
+    [TestMethod]
+    [DataRow("bert-tiny-cls", 3)]
+    [DataRow("roberta-tiny", 2)]
+    [DataRow("distilbert-tiny", 2)]
+    [DataRow("gpt2-tiny", 0)]
+    [DataRow("llama-tiny", 0)]
+    [DataRow("qwen2-tiny", 0)]
+    public void ShippedFamiliesExemptExactlyBiasesAndNormWeights(string fixture, int numLabels)
+    {
+        var folder = TestPaths.Fixture("hf-reference", fixture);
+        nn.Module model = numLabels == 0                                     // 0: a causal language model
+            ? CausalModelFactory.FromPretrainedCausalLM(folder)
+            : ModelFactory.FromPretrainedSequenceClassification(folder, numLabels).Model;
+
+        var expected = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var (moduleName, module) in model.named_modules())
+            if (module is TorchSharp.Modules.LayerNorm or RmsNorm)
+                foreach (var (name, _) in module.named_parameters(recurse: false))
+                    expected.Add(moduleName + "." + name);
+        foreach (var (name, _) in model.named_parameters())
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) expected.Add(name);
+
+        var parameters = ParameterGroups.FromModule(model);
+        var noDecay = parameters.Where(p => !p.ApplyWeightDecay).Select(p => p.Name).Order(StringComparer.Ordinal).ToArray();
+        Console.WriteLine($"{fixture}: {noDecay.Length} of {parameters.Count} tensors without decay: {string.Join(", ", noDecay)}");
+        Assert.IsTrue(expected.Any(n => !n.EndsWith(".bias", StringComparison.Ordinal)) && expected.Count > 2, $"{fixture} has norm weights");
+        CollectionAssert.AreEqual(expected.ToArray(), noDecay);
+        // The name rule alone agrees on every shipped family (it is what checkpoint-level code can use).
+        foreach (var p in parameters) Assert.AreEqual(!p.ApplyWeightDecay, ParameterGroups.IsNoDecay(p.Name), p.Name);
+    }
 }
