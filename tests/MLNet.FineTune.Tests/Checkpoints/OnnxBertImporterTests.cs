@@ -97,7 +97,6 @@ public sealed class OnnxBertImporterTests
         Assert.AreEqual(sha, result.OnnxSha256);
         Assert.AreEqual(sha, JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "onnx_import.json")))!["sha256"]!.GetValue<string>());
         CollectionAssert.AreEqual(new[] { "all-MiniLM-L6-v2" }, Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName).ToArray());
-        Assert.IsTrue(result.Elapsed < TimeSpan.FromSeconds(30), $"conversion took {result.Elapsed}");
 
         // Once TorchSharp is loaded and the code jitted (a process's second conversion), the cost is the work itself.
         using var onnxAgain = OnnxMiniLmReference.OpenOnnx();
@@ -235,6 +234,7 @@ public sealed class OnnxBertImporterTests
         var watch = Stopwatch.StartNew();
         var folder = DefaultModels.MiniLM();
         var first = watch.ElapsedMilliseconds;
+        var written = File.GetLastWriteTimeUtc(Path.Combine(folder, "model.safetensors"));
         watch.Restart();
         var again = DefaultModels.MiniLM();
         var second = watch.ElapsedMilliseconds;
@@ -244,7 +244,7 @@ public sealed class OnnxBertImporterTests
         Assert.IsTrue(OnnxBertImporter.IsCurrentConversion(folder, out var problem), problem);
         Assert.AreEqual(12, HfConfig.Load(folder).GetInt("num_attention_heads"));
         Assert.IsTrue(File.Exists(Path.Combine(folder, "model.safetensors")));
-        Assert.IsTrue(second < 1000, $"a cached call took {second} ms");
+        Assert.AreEqual(written, File.GetLastWriteTimeUtc(Path.Combine(folder, "model.safetensors")), "a cached call must not convert again");
     }
 
     /// <summary>A synthetic export of bert-tiny and a five-token vocabulary, as files in the test folder.</summary>

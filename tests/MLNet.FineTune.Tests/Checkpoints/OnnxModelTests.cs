@@ -48,7 +48,6 @@ public sealed class OnnxModelTests
         Assert.AreEqual(30522L * 384 * 4, word.Data.Length);
         var values = word.ToFloatArray();
         Assert.IsTrue(values.All(float.IsFinite) && values.Any(v => v != 0), "word embeddings decode to finite, non-zero floats");
-        Assert.IsTrue(elapsed < 5000, $"parsing took {elapsed} ms");
     }
 
     [TestMethod]
