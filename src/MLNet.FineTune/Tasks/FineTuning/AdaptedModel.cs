@@ -73,6 +73,12 @@ internal sealed class AdaptedModel
         ScalarType baseDType, Device device, Action<string> log, string? initialAdapter = null) where TModel : nn.Module, IPretrainedModel
     {
         TorchRuntime.EnsureLoaded();
+        if (method is FullFineTuneConfig && baseDType != ScalarType.Float32)
+        {
+            // bf16 is for the frozen base; full fine-tuning freezes nothing, and AdamW's updates vanish in bf16 weights.
+            log($"Full fine-tuning trains every weight: holding the model in Float32, not {baseDType}.");
+            baseDType = ScalarType.Float32;
+        }
         var config = HfConfig.Load(baseFolder);
         var tokenizer = HfTokenizer.FromFolder(baseFolder);
         var model = createTaskModel(config);

@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using MLNet.FineTune.Peft;
 using MLNet.FineTune.Persistence;
 using MLNet.FineTune.Runtime;
 using MLNet.FineTune.Tasks.FineTuning;
@@ -61,8 +62,9 @@ public sealed class TextClassificationTransformer : ITransformer, ICanSaveModel
     /// <summary>The class names in the order of the Score vector.</summary>
     public IReadOnlyList<string> Labels => _model.Labels.Names;
 
-    /// <summary>Trainable and total parameter counts of the adapted model.</summary>
-    public string TrainableParameters => _model.Adapted.Peft.CountParameters().ToString();
+    /// <summary>Trainable and total parameter counts of the adapted model (its ToString is PEFT's
+    /// print_trainable_parameters line).</summary>
+    public TrainableParameterCount TrainableParameters => _model.Adapted.Peft.CountParameters();
 
     /// <inheritdoc/>
     public bool IsRowToRowMapper => true;
