@@ -43,8 +43,10 @@ static int TrainCommand(Arguments a)
     var testPath = a.Get("test") ?? (bundled ? Bundled("test.json") : throw Arguments.Error("--test is required with --train."));
     var validationPath = a.Get("validation") ?? (bundled ? testPath : null);
 
-    // The bundled set is tiny: more passes, same recipe otherwise.
-    var settings = new QAModel.TrainingSettings { Epochs = a.GetInt("epochs") ?? (bundled ? 8 : 2) };
+    // The bundled set is tiny: small batches and many passes, the same recipe otherwise.
+    var settings = bundled
+        ? new QAModel.TrainingSettings { Epochs = a.GetInt("epochs") ?? 15, BatchSize = 4 }
+        : new QAModel.TrainingSettings { Epochs = a.GetInt("epochs") ?? 2 };
     IDataView train = mlContext.Data.LoadFromSquadJson(trainPath);
     if (a.GetInt("max-train") is { } maxTrain) train = mlContext.Data.TakeRows(train, maxTrain);
     var validation = validationPath is null ? null : mlContext.Data.LoadFromSquadJson(validationPath);

@@ -13,7 +13,7 @@ public static partial class QAModel
     {
         public int Epochs { get; init; } = 2;
         public int BatchSize { get; init; } = 16;
-        public double LearningRate { get; init; } = 1e-3;
+        public double LearningRate { get; init; } = 2e-3;
         public int MaxSequenceLength { get; init; } = 384;
         public int DocStride { get; init; } = 128;
         public int LoraRank { get; init; } = 16;
