@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
+using MLNet.FineTune.Tasks.QuestionAnswering;
 using MLNet.FineTune.Tasks.TextClassification;
 
 namespace MLNet.FineTune;
@@ -106,4 +107,51 @@ public sealed class FineTuneCatalog
         LabelColumnName = label, TextColumnName = text, BaseModel = baseModel, Epochs = epochs, BatchSize = batchSize,
         LearningRate = learningRate, MaxSequenceLength = maxSequenceLength, ValidationSet = validationSet,
     };
+
+    // ---- Question answering ----------------------------------------------------------------------------------
+
+    /// <summary>Extractive question answering (SQuAD v1.1/v2.0) with LoRA: low-rank updates of the encoder's linear
+    /// layers plus a new span head (qa_outputs), trained on every window of every question as run_qa.py does.</summary>
+    /// <param name="options">The task: columns, windows (MaxSequenceLength, DocStride), answer limits, base model, training loop.</param>
+    /// <param name="lora">LoRA's settings; null uses the defaults (r 8, alpha 16, dropout 0.1, the family's targets).</param>
+    public QuestionAnsweringEstimator Lora(QuestionAnsweringOptions options, LoraOptions? lora = null) =>
+        new(Environment, options, lora ?? new LoraOptions());
+
+    /// <summary>Extractive question answering with DoRA (Liu et al., 2024).</summary>
+    public QuestionAnsweringEstimator Dora(QuestionAnsweringOptions options, DoraOptions? dora = null) =>
+        new(Environment, options, dora ?? new DoraOptions());
+
+    /// <summary>Extractive question answering with bottleneck adapters (Houlsby et al., 2019; Pfeiffer et al., 2020).</summary>
+    public QuestionAnsweringEstimator Adapters(QuestionAnsweringOptions options, AdapterOptions? adapters = null) =>
+        new(Environment, options, adapters ?? new AdapterOptions());
+
+    /// <summary>Extractive question answering with IA3 (Liu et al., 2022).</summary>
+    public QuestionAnsweringEstimator IA3(QuestionAnsweringOptions options, IA3Options? ia3 = null) =>
+        new(Environment, options, ia3 ?? new IA3Options());
+
+    /// <summary>Extractive question answering by full fine-tuning (every weight trains): the baseline.</summary>
+    public QuestionAnsweringEstimator FullFineTune(QuestionAnsweringOptions options, FullFineTuneOptions? full = null) =>
+        new(Environment, options, full ?? new FullFineTuneOptions());
+
+    /// <summary>
+    /// Scores question-answering output as the official SQuAD scripts do (evaluate-v1.1.py / evaluate-v2.0.py):
+    /// exact match and F1 (%), for v2.0 also the HasAns/NoAns splits and, when the data has no-answer scores, the best
+    /// exact/F1 over no-answer thresholds and those thresholds.
+    /// </summary>
+    /// <param name="data">Scored data: a question-answering transformer's output over rows that carry the gold
+    /// answers (e.g. <c>model.Transform(mlContext.Data.LoadFromSquadJson(path))</c>).</param>
+    /// <param name="idColumnName">The question id column (text).</param>
+    /// <param name="allAnswersColumnName">Every gold answer (vector of text; a text column gives one answer, "" none).</param>
+    /// <param name="isImpossibleColumnName">SQuAD v2.0's is_impossible (Boolean), optional: absent or null is fine.</param>
+    /// <param name="predictedAnswerColumnName">The predicted answer (text, "" = no answer).</param>
+    /// <param name="noAnswerScoreColumnName">The no-answer score (Single), optional: when present and the rules are
+    /// v2.0, it feeds the best-threshold search (<see cref="QuestionAnsweringMetrics.BestF1Threshold"/>, on the scale of
+    /// <see cref="QuestionAnsweringOptions.NullScoreDifferenceThreshold"/>). EM and F1 score the answer column as it is.</param>
+    /// <param name="version">Which script's rules; Auto: v2.0 when any question is impossible or has no gold answer.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A column is missing or has the wrong type (the message names it).</exception>
+    public QuestionAnsweringMetrics EvaluateQuestionAnswering(IDataView data, string idColumnName = "Id", string allAnswersColumnName = "AllAnswers",
+        string? isImpossibleColumnName = "IsImpossible", string predictedAnswerColumnName = "Answer", string? noAnswerScoreColumnName = "NoAnswerScore",
+        SquadVersion version = SquadVersion.Auto) =>
+        QuestionAnsweringEvaluation.Evaluate(data, idColumnName, allAnswersColumnName, isImpossibleColumnName, predictedAnswerColumnName,
+            noAnswerScoreColumnName, version);
 }

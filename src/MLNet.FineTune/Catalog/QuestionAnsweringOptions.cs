@@ -15,6 +15,7 @@ namespace MLNet.FineTune;
 /// <item><term><see cref="AnswerTextColumnName"/></term><description>text: the gold answer, "" when there is none (training)</description></item>
 /// <item><term><see cref="AnswerStartColumnName"/></term><description>Int32: where the gold answer starts in the context (UTF-16 index), -1 when there is none (training)</description></item>
 /// <item><term><see cref="IsImpossibleColumnName"/></term><description>Boolean, optional: SQuAD v2.0's is_impossible (training)</description></item>
+/// <item><term><see cref="IdColumnName"/>, <see cref="AllAnswersColumnName"/></term><description>text and vector of text, optional: question ids and every gold answer, for the validation metric (SQuAD F1 on <see cref="FineTuneOptions.ValidationSet"/>)</description></item>
 /// </list>
 /// <para>Output columns added by the fitted transformer:</para>
 /// <list type="table">
@@ -61,6 +62,19 @@ public sealed class QuestionAnsweringOptions : FineTuneOptions
     /// Default "IsImpossible".
     /// </summary>
     public string? IsImpossibleColumnName { get; set; } = "IsImpossible";
+
+    /// <summary>
+    /// The question id column (text), optional: names the questions in the validation metric and in errors; rows are
+    /// numbered when the data has no such column. Default "Id".
+    /// </summary>
+    public string IdColumnName { get; set; } = "Id";
+
+    /// <summary>
+    /// The column of every gold answer (vector of text, as <see cref="SquadDataLoaderExtensions.LoadFromSquadJson"/>
+    /// gives it), optional: the validation F1 takes the best over these, as the SQuAD scripts do; without it the
+    /// validation F1 compares with <see cref="AnswerTextColumnName"/> alone. Default "AllAnswers".
+    /// </summary>
+    public string AllAnswersColumnName { get; set; } = "AllAnswers";
 
     /// <summary>
     /// Context tokens shared by consecutive windows when a context does not fit in

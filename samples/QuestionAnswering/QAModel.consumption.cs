@@ -1,0 +1,24 @@
+using Microsoft.ML;
+
+namespace QuestionAnswering;
+
+public static partial class QAModel
+{
+    /// <summary>Where the default run saves the model (in the working directory, as Model Builder does).</summary>
+    public static readonly string MLNetModelPath = Path.GetFullPath("QAModel.zip");
+
+    private static Lazy<PredictionEngine<ModelInput, ModelOutput>> PredictEngine = new(() => CreatePredictEngine(MLNetModelPath), true);
+
+    /// <summary>Answers one question from its context with the model saved at <see cref="MLNetModelPath"/>.</summary>
+    public static ModelOutput Predict(ModelInput input) => PredictEngine.Value.Predict(input);
+
+    /// <summary>Points <see cref="Predict"/> at another saved model.</summary>
+    public static void UseModel(string path) => PredictEngine = new(() => CreatePredictEngine(path), true);
+
+    private static PredictionEngine<ModelInput, ModelOutput> CreatePredictEngine(string path)
+    {
+        var mlContext = new MLContext();
+        var model = mlContext.Model.Load(path, out _);
+        return mlContext.Model.CreatePredictionEngine<ModelInput, ModelOutput>(model);
+    }
+}
