@@ -14,8 +14,10 @@ namespace MLNet.FineTune.Benchmarks;
 internal sealed class ForwardBenchmark : IBenchmark
 {
     private static readonly (int Batch, int Tokens)[] Shapes = [(32, 128), (8, 64)];
-    private static readonly ScalarType[] DTypes = [ScalarType.Float32, ScalarType.BFloat16];
-    private const int MatmulSize = 1024;
+    /// <summary>The dtypes compared, float32 first.</summary>
+    internal static readonly ScalarType[] DTypes = [ScalarType.Float32, ScalarType.BFloat16];
+    /// <summary>n of the square matmul whose rate is the peak.</summary>
+    internal const int MatmulSize = 1024;
 
     // Plain English prose, tokenized and cycled to fill every row with real word pieces (no padding).
     private const string Text =
@@ -69,8 +71,7 @@ internal sealed class ForwardBenchmark : IBenchmark
         }
 
         var peaksAfter = MeasurePeaks(options);
-        // The peak is the better of the two matmul runs: on a shared machine the slower one measured other work.
-        var peaks = DTypes.ToDictionary(d => d, d => peaksBefore[d].GigaflopsPerSecond >= peaksAfter[d].GigaflopsPerSecond ? peaksBefore[d] : peaksAfter[d]);
+        var peaks = BestPeaks(peaksBefore, peaksAfter);
         string loadAfter = MachineInfo.LoadAverage();
         foreach (var model in models.Values) model.Dispose();
 
@@ -97,23 +98,36 @@ internal sealed class ForwardBenchmark : IBenchmark
                 return (IReadOnlyList<string>)[$"{d.Batch} x {d.Tokens}", F(f32 / bf16, 2) + "x", d.Max.ToString("E2", CultureInfo.InvariantCulture),
                     d.Mean.ToString("E2", CultureInfo.InvariantCulture), F(d.Scale, 2)];
             })));
-        Console.WriteLine(Markdown.Table(
-            ["square matmul", "dtype", "before: median ms", "GFLOP/s", "after: median ms", "GFLOP/s", "peak used"],
-            DTypes.Select(d => (IReadOnlyList<string>)[$"n = {MatmulSize}", DTypeName(d),
-                F(peaksBefore[d].Timings.Median, 2), F(peaksBefore[d].GigaflopsPerSecond, 1),
-                F(peaksAfter[d].Timings.Median, 2), F(peaksAfter[d].GigaflopsPerSecond, 1), F(peaks[d].GigaflopsPerSecond, 1)])));
+        Console.WriteLine(PeakTable(peaksBefore, peaksAfter));
         Console.WriteLine("GFLOP/s counts the forward's matrix products only: per layer 8 H^2 + 4 H I per token for the projections and " +
                           "4 T H per token for attention scores and their weighted sum, plus the pooler.");
         return 0;
     }
 
-    /// <summary>Square-matmul GFLOP/s of each dtype, measured before and after the forward runs.</summary>
-    private static Dictionary<ScalarType, (double GigaflopsPerSecond, Timings Timings)> MeasurePeaks(BenchmarkOptions options) =>
+    /// <summary>Square-matmul GFLOP/s of each dtype (measured before and after the timed work; also used by <c>train</c>).</summary>
+    internal static Dictionary<ScalarType, (double GigaflopsPerSecond, Timings Timings)> MeasurePeaks(BenchmarkOptions options) =>
         DTypes.ToDictionary(d => d, d =>
         {
             Console.Error.WriteLine($"timing {d} matmul {MatmulSize}: {options.Warmup + 1} warm-up + {2 * options.Runs} runs");
             return MatmulPeak.Measure(d, MatmulSize, options.Warmup + 1, 2 * options.Runs);
         });
+
+    /// <summary>The peak per dtype: the better of the two matmul runs, since on a shared machine the slower one measured other work.</summary>
+    internal static Dictionary<ScalarType, (double GigaflopsPerSecond, Timings Timings)> BestPeaks(
+        Dictionary<ScalarType, (double GigaflopsPerSecond, Timings Timings)> before, Dictionary<ScalarType, (double GigaflopsPerSecond, Timings Timings)> after) =>
+        DTypes.ToDictionary(d => d, d => before[d].GigaflopsPerSecond >= after[d].GigaflopsPerSecond ? before[d] : after[d]);
+
+    /// <summary>The markdown table of both matmul measurements and the peak used.</summary>
+    internal static string PeakTable(
+        Dictionary<ScalarType, (double GigaflopsPerSecond, Timings Timings)> before, Dictionary<ScalarType, (double GigaflopsPerSecond, Timings Timings)> after)
+    {
+        var peaks = BestPeaks(before, after);
+        return Markdown.Table(
+            ["square matmul", "dtype", "before: median ms", "GFLOP/s", "after: median ms", "GFLOP/s", "peak used"],
+            DTypes.Select(d => (IReadOnlyList<string>)[$"n = {MatmulSize}", DTypeName(d),
+                F(before[d].Timings.Median, 2), F(before[d].GigaflopsPerSecond, 1),
+                F(after[d].Timings.Median, 2), F(after[d].GigaflopsPerSecond, 1), F(peaks[d].GigaflopsPerSecond, 1)]));
+    }
 
     /// <summary>(B, T) ids of real text: row b is [CLS] + T - 2 word pieces of <see cref="Text"/> from offset 7 b (cycled) + [SEP]; no padding.</summary>
     private static EncoderInputs TextBatch(HfTokenizer tokenizer, int batch, int tokens)
@@ -133,12 +147,12 @@ internal sealed class ForwardBenchmark : IBenchmark
 
     /// <summary>Matrix-product flops of one BERT forward: per layer and token 2 (4 H^2 + 2 H I) for q, k, v, output and the
     /// feed-forward, 2 (2 T H) for q k^T and the weighted sum of v; the pooler's 2 H^2 per sequence.</summary>
-    private static double ForwardFlops(BertConfig c, int batch, int tokens)
+    internal static double ForwardFlops(BertConfig c, int batch, int tokens)
     {
         double h = c.HiddenSize, i = c.IntermediateSize, perToken = 2 * (4 * h * h + 2 * h * i) + 4.0 * tokens * h;
         return c.NumHiddenLayers * perToken * batch * tokens + 2 * h * h * batch;
     }
 
-    private static string DTypeName(ScalarType dtype) => dtype == ScalarType.BFloat16 ? "bfloat16" : "float32";
-    private static string F(double value, int decimals) => value.ToString("F" + decimals, CultureInfo.InvariantCulture);
+    internal static string DTypeName(ScalarType dtype) => dtype == ScalarType.BFloat16 ? "bfloat16" : "float32";
+    internal static string F(double value, int decimals) => value.ToString("F" + decimals, CultureInfo.InvariantCulture);
 }

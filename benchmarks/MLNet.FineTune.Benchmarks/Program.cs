@@ -8,6 +8,7 @@ using TorchSharp;
 IBenchmark[] benchmarks =
 [
     new ForwardBenchmark(),
+    new TrainBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
