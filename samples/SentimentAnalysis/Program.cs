@@ -51,8 +51,8 @@ static int DefaultRun()
     var settings = new TrainingSettings
     {
         Method = FineTuneMethod.Lora,
-        Epochs = 3,
-        BatchSize = 16, // 21 steps per epoch on 336 rows
+        Epochs = 2,     // validation accuracy reaches 1.0 in the first epoch; more epochs only memorise the templates
+        BatchSize = 16, // 21 steps per epoch
         ValidationSet = validation,
         Progress = new ConsoleProgress(),
     };
@@ -64,23 +64,34 @@ static int DefaultRun()
     var metrics = Evaluate(mlContext, model, test);
     PrintMetrics($"Test split ({Count(test)} reviews)", metrics);
 
-    // Save, then predict through the saved file (SentimentModel.Predict loads it on first use).
+    // Save, reload, check the reloaded model scores exactly as the trained one (same rows, same batches).
     SaveModel(mlContext, model, data.Schema, MLNetModelPath);
     Console.WriteLine($"Saved {MLNetModelPath} ({new FileInfo(MLNetModelPath).Length / (1024 * 1024.0):F1} MB)");
-    string[] newReviews =
+    var reloaded = mlContext.Model.Load(MLNetModelPath, out _);
+    var trainedScores = model.Transform(test).GetColumn<float>("Score").ToArray();
+    var reloadedScores = reloaded.Transform(test).GetColumn<float>("Score").ToArray();
+    Console.WriteLine($"  reloaded vs trained on the test split: max |score difference| {trainedScores.Zip(reloadedScores).Max(p => Math.Abs(p.First - p.Second)):G3}");
+
+    // New reviews through SentimentModel.Predict (a PredictionEngine over the saved zip). The bundled set is small
+    // and templated: plain opinion words transfer (trained on all 480, this recipe scores 0.88 on the 1,000 UCI Yelp reviews),
+    // sentiment implied without them (the last two) is beyond what 336 such reviews teach, and may be misread.
+    (string Text, bool Positive)[] newReviews =
     [
-        "The staff went out of their way to help us, and the room was spotless.",
-        "I waited forty minutes and the soup arrived cold.",
-        "Not bad at all, I would buy it again.",
-        "The plot made no sense and the ending dragged on forever.",
-        "A charming little book that I could not put down.",
+        ("The waiter was friendly and the pasta was delicious.", true),
+        ("The battery died after two days and support never answered.", false),
+        ("Not bad at all, I would buy it again.", true),
+        ("The plot made no sense and the ending dragged on forever.", false),
+        ("Honestly one of the best books I have read this year.", true),
+        ("The staff went out of their way to help us, and the room was spotless.", true),
+        ("I waited forty minutes and the soup arrived cold.", false),
     ];
-    Console.WriteLine("Predictions of the reloaded model:");
-    foreach (var review in newReviews)
+    Console.WriteLine("Predictions for new reviews:");
+    foreach (var (text, positive) in newReviews)
     {
-        var output = Predict(new ModelInput { Sentence = review });
-        Console.WriteLine($"  {(output.PredictedLabel ? "positive" : "negative"),-8} p={output.Probability:F3}  {review}");
+        var output = Predict(new ModelInput { Sentence = text });
+        Console.WriteLine($"  {(output.PredictedLabel ? "positive" : "negative"),-8} p={output.Probability:F3} {(output.PredictedLabel == positive ? "  " : "x ")} {text}");
     }
+    Console.WriteLine("  (x: differs from the label a reader would give)");
 
     var adapterFolder = Path.Combine(AppContext.BaseDirectory, "SentimentModel.adapter");
     model.SaveAdapter(adapterFolder);
@@ -195,7 +206,7 @@ partial class Program
           --validation   with --test: scored after each epoch, the best epoch's weights kept
           --max-train N  train on N rows of a seeded shuffle of --train
           --epochs N     default 3; --batch-size default 32; --max-length default 128 tokens
-          --method       default lora; the learning rate defaults per method (lora/dora/adapters 1e-3, ia3 5e-3, full 1e-4)
+          --method       default lora; the learning rate defaults per method (lora/dora 1e-3, adapters 3e-3, ia3 1e-2, full 1e-4)
           --json         writes accuracy, f1, auc, train_examples, train_seconds, examples_per_second,
                          trainable_parameters, total_parameters of the test set
         """;

@@ -144,6 +144,13 @@ public sealed class TextClassificationEndToEndTests
             Console.WriteLine($"{storage}: zip {new FileInfo(path).Length / 1024} KiB, max |score difference| {diff:E2}");
             Assert.AreEqual(0.0, diff, "scores after reload must be identical");
 
+            // The parameter counts are numbers a caller can report (not only PEFT's printed line), and survive the zip.
+            var counts = model.TrainableParameters;
+            var loadedCounts = ((TextClassificationTransformer)loaded).TrainableParameters;
+            Console.WriteLine($"trained: {counts}; reloaded: {loadedCounts}");
+            Assert.IsTrue(counts.Trainable > 0 && counts.Trainable < counts.Total, $"DoRA trains a part of the model: {counts}");
+            Assert.AreEqual(counts, loadedCounts);
+
             var engine = ml2.Model.CreatePredictionEngine<Review, ReviewPrediction>(loaded);
             var rows = Reviews(20, 2);
             for (int i = 0; i < rows.Count; i++)
