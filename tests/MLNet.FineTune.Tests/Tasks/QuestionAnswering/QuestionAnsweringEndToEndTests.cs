@@ -27,7 +27,7 @@ public sealed class QuestionAnsweringEndToEndTests
     {
         BaseModel = DefaultModels.MiniLM(),
         MaxSequenceLength = 64, DocStride = 16, Epochs = epochs, BatchSize = 8, LearningRate = 2e-3,
-        ValidationSet = validation, Seed = 7,
+        ValidationSet = validation, Seed = 7, Dropout = 0,
     };
 
     private static LoraOptions AllLinear() => new() { Rank = 8, Alpha = 16, Dropout = 0, TargetModules = ["query", "key", "value", "dense"] };
