@@ -128,9 +128,9 @@ public sealed class QuestionAnsweringOptions : FineTuneOptions
 
     /// <summary>
     /// The output no-answer score column of SQuAD v2.0 models (Single: the no-answer score minus the best span's
-    /// score, BERT's "null odds"). Pass it to <see cref="SquadEvaluator.Evaluate"/> as the no-answer probabilities
-    /// with <see cref="NullScoreDifferenceThreshold"/> as their threshold to get the best-threshold search.
-    /// Default "NoAnswerScore".
+    /// score, BERT's "null odds"). <c>mlContext.FineTune().EvaluateQuestionAnswering</c> feeds it to the official
+    /// best-threshold search; a better threshold found there is applied with
+    /// <c>QuestionAnsweringTransformer.WithNullScoreDifferenceThreshold</c>. Default "NoAnswerScore".
     /// </summary>
     public string NoAnswerScoreColumnName { get; set; } = "NoAnswerScore";
 
