@@ -37,6 +37,13 @@ catch (ArgumentException e) when (e.Source == "args")
 static int TrainCommand(Arguments a)
 {
     var mlContext = new MLContext(seed: 1);
+    // The estimator's summary lines (windows, lengths, trainable parameters); progress is printed by LearningCurve.
+    mlContext.Log += (_, e) =>
+    {
+        if (e.Kind == Microsoft.ML.Runtime.ChannelMessageKind.Info && e.Source.StartsWith("QuestionAnsweringEstimator", StringComparison.Ordinal)
+            && !e.RawMessage.StartsWith("epoch ", StringComparison.Ordinal) && !e.RawMessage.StartsWith("evaluation ", StringComparison.Ordinal))
+            Console.WriteLine("  " + e.RawMessage);
+    };
     bool bundled = a.Get("train") is null;
     string Bundled(string name) => Path.Combine(AppContext.BaseDirectory, "Data", name);
     var trainPath = a.Get("train") ?? Bundled("train.json");

@@ -1,7 +1,9 @@
 using System.Diagnostics;
+using System.Text.Json.Nodes;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using MLNet.FineTune.Checkpoints;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
 using MLNet.FineTune.Runtime;
@@ -76,7 +78,7 @@ public sealed class QuestionAnsweringEstimator : IEstimator<QuestionAnsweringTra
         int seed = _options.Seed ?? internals?.Seed ?? 42;
         manual_seed(seed); // the new span head's initialisation and the adapters' start are reproducible
 
-        var adapted = AdaptedModel.CreateForTraining(baseFolder, ModelFactory.CreateQuestionAnswering,
+        var adapted = AdaptedModel.CreateForTraining(baseFolder, config => ModelFactory.CreateQuestionAnswering(WithDropout(config, _options.Dropout)),
             MethodConfigs.ToPeftConfig(_method, PeftTaskType.QuestionAnswering, baseFolder), baseDType, device, Log);
         var answerer = new QuestionAnswererModel(adapted, QaFeaturizer.FromOptions(adapted.Tokenizer, _options),
             QaPostProcessor.FromOptions(_options, versionTwo));
@@ -119,6 +121,20 @@ public sealed class QuestionAnsweringEstimator : IEstimator<QuestionAnsweringTra
         return new EvaluationResult("f1", metrics.F1, HigherIsBetter: true) { OtherMetrics = others };
     }
 
+    /// <summary>Dropout keys of the encoder families' configs (BERT and RoBERTa; DistilBERT).</summary>
+    private static readonly string[] DropoutKeys = ["hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout", "qa_dropout"];
+
+    /// <summary>The config with every dropout probability it names set to <paramref name="dropout"/> (unchanged when null).
+    /// Only the training model is built from it; model.zip keeps the checkpoint's config.</summary>
+    private static HfConfig WithDropout(HfConfig config, double? dropout)
+    {
+        if (dropout is not { } p) return config;
+        var json = JsonNode.Parse(config.ToString())!.AsObject();
+        foreach (var key in DropoutKeys)
+            if (json.ContainsKey(key)) json[key] = p;
+        return HfConfig.Parse(json.ToJsonString(), config.Path);
+    }
+
     /// <inheritdoc/>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
@@ -155,6 +171,7 @@ public sealed class QuestionAnsweringEstimator : IEstimator<QuestionAnsweringTra
             throw new ArgumentOutOfRangeException(nameof(o.DocStride), o.DocStride, $"DocStride must be in [0, MaxSequenceLength = {o.MaxSequenceLength}); run_qa.py uses 128 with 384.");
         if (o.LearningRate is <= 0) throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "LearningRate must be positive.");
         if (o.WarmupRatio is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(o.WarmupRatio), o.WarmupRatio, "WarmupRatio must be in [0, 1].");
+        if (o.Dropout is { } dropout && !(dropout >= 0 && dropout < 1)) throw new ArgumentOutOfRangeException(nameof(o.Dropout), o.Dropout, "Dropout must be in [0, 1), or null to keep the base model's.");
         if (double.IsNaN(o.NullScoreDifferenceThreshold)) throw new ArgumentOutOfRangeException(nameof(o.NullScoreDifferenceThreshold), "NullScoreDifferenceThreshold must be a number.");
         foreach (var (name, value) in new[] { (nameof(o.ContextColumnName), o.ContextColumnName), (nameof(o.QuestionColumnName), o.QuestionColumnName),
             (nameof(o.PredictedAnswerColumnName), o.PredictedAnswerColumnName), (nameof(o.PredictedAnswerStartColumnName), o.PredictedAnswerStartColumnName),

@@ -4,8 +4,8 @@ using MLNet.FineTune.Tasks.Scoring;
 
 namespace MLNet.FineTune.Tasks.QuestionAnswering;
 
-/// <summary>One row to answer: the paragraph and the question.</summary>
-internal readonly record struct QaInput(string Context, string Question);
+/// <summary>One row to answer: the paragraph, the question, and the row's position (named in errors).</summary>
+internal readonly record struct QaInput(string Context, string Question, long Row);
 
 /// <summary>
 /// Answers the question of each row from its context: all windows of the rows of a batch go through the model
@@ -48,11 +48,11 @@ internal sealed class QuestionAnsweringScorer : BatchScorer<QaInput, QaPredictio
     {
         var context = ColumnChecks.TextReader(row, row.Schema[_settings.ContextColumn]);
         var question = ColumnChecks.TextReader(row, row.Schema[_settings.QuestionColumn]);
-        return () => new QaInput(context(), question());
+        return () => new QaInput(context(), question(), row.Position);
     }
 
     public override IReadOnlyList<QaPrediction> Score(IReadOnlyList<QaInput> inputs) =>
-        _model.Predict(inputs.Select((input, i) => new QaExample($"row-{i}", input.Question, input.Context)).ToList(), _settings.ScoringBatchSize);
+        _model.Predict(inputs.Select(input => new QaExample($"row {input.Row}", input.Question, input.Context)).ToList(), _settings.ScoringBatchSize);
 
     public override Delegate CreateOutputGetter(int outputIndex, Func<QaPrediction> current) => outputIndex switch
     {

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MLNet.FineTune.Checkpoints;
 using MLNet.FineTune.Tasks.QuestionAnswering;
 
 namespace MLNet.FineTune.Tests.Tasks.QuestionAnswering;
@@ -27,7 +28,7 @@ public sealed class QuestionAnsweringEndToEndTests
     {
         BaseModel = DefaultModels.MiniLM(),
         MaxSequenceLength = 64, DocStride = 16, Epochs = epochs, BatchSize = 8, LearningRate = 2e-3,
-        ValidationSet = validation, Seed = 7,
+        ValidationSet = validation, Seed = 7, Dropout = 0,
     };
 
     private static LoraOptions AllLinear() => new() { Rank = 8, Alpha = 16, Dropout = 0, TargetModules = ["query", "key", "value", "dense"] };
@@ -150,6 +151,16 @@ public sealed class QuestionAnsweringEndToEndTests
         options.BaseModelStorage = storage;
         var model = ml.FineTune().Lora(options, AllLinear()).Fit(train);
         CheckRoundTripAndPredictionEngine(ml, model, train, Data("test", 20, 2), $"{storage} {options.Precision}", scoreTolerance: bf16 ? 0.05 : 1e-4);
+
+        // The adapter in PEFT's format names the task and carries the span head (PEFT's modules_to_save).
+        var adapter = Path.Combine(Folder, $"adapter-{storage}");
+        model.SaveAdapter(adapter);
+        var config = File.ReadAllText(Path.Combine(adapter, "adapter_config.json"));
+        var keys = SafeTensors.Load(Path.Combine(adapter, "adapter_model.safetensors"));
+        Console.WriteLine($"adapter: {keys.Count} tensors, head keys: {string.Join(", ", keys.Keys.Where(k => k.Contains("qa_outputs")))}");
+        StringAssert.Contains(config, "\"QUESTION_ANS\"");
+        Assert.IsTrue(keys.Keys.Any(k => k.Contains("qa_outputs") && k.EndsWith(".weight")), "the span head must be saved with the adapter");
+        foreach (var tensor in keys.Values) tensor.Dispose();
     }
 
     /// <summary>
