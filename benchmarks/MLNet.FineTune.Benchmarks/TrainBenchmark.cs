@@ -43,7 +43,7 @@ internal sealed class TrainBenchmark : IBenchmark
     private sealed record Example(long[] Ids, long[] TokenTypeIds, long Label);
 
     private sealed record Result(ScalarType DType, string Targets, int Batch, long TrainableParameters, int WarmupSteps,
-        IReadOnlyList<(int Batch, int Width, int RealTokens, double Seconds, double Flops)> Steps, Timings Optimizer, string Load);
+        IReadOnlyList<(int Batch, int Width, double Seconds, double Flops)> Steps, Timings Optimizer, string Load);
 
     public int Run(BenchmarkOptions options)
     {
@@ -68,7 +68,9 @@ internal sealed class TrainBenchmark : IBenchmark
 
         Console.WriteLine($"### MiniLM LoRA training (`train`): {MeasuredTime.TotalSeconds:F0} s (at least {MinMeasuredSteps} steps) per configuration after {Math.Max(options.Warmup, 1)} warm-up steps, median of the steps");
         Console.WriteLine();
-        Console.WriteLine(MachineInfo.Describe() + $"; load average before {loadBefore}, after {loadAfter}");
+        // OpenMP's wait policy decides how libtorch's threads behave when other processes share the cores.
+        Console.WriteLine(MachineInfo.Describe() + $"; OMP_WAIT_POLICY {Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "unset"}; " +
+                          $"load average before {loadBefore}, after {loadAfter}");
         Console.WriteLine();
         Console.WriteLine($"Data: {examples.Count} examples of 1-{MaxSentencesPerExample} consecutive same-label sentences of `{ReviewsFile}`, " +
                           $"at most {MaxSequenceLength} tokens (median {lengths[lengths.Length / 2]}, mean {lengths.Average():F1}), dynamic padding, " +
@@ -128,7 +130,7 @@ internal sealed class TrainBenchmark : IBenchmark
         var config = BertConfig.FromHf(model.Config);
         long padTokenId = tokenizer.PadTokenId ?? throw new InvalidOperationException("The MiniLM tokenizer has no pad token.");
 
-        var collated = new List<(int Batch, int Width, int RealTokens)>();
+        var collated = new List<(int Batch, int Width)>();
         using var stop = new CancellationTokenSource();
         var observer = new StopAfter(warmup, MeasuredTime, MinMeasuredSteps, stop);
         var trainerOptions = new TrainerOptions
@@ -154,7 +156,7 @@ internal sealed class TrainBenchmark : IBenchmark
                 var rows = indices.Select(i => examples[i]).ToList();
                 var inputs = Collate.Encoder(rows.Select(r => (IReadOnlyList<long>)r.Ids).ToList(), padTokenId,
                     tokenTypeIds: rows.Select(r => (IReadOnlyList<long>)r.TokenTypeIds).ToList()); // (B, T) each
-                collated.Add((rows.Count, (int)inputs.InputIds.shape[1], rows.Sum(r => r.Ids.Length)));
+                collated.Add((rows.Count, (int)inputs.InputIds.shape[1]));
                 var labels = tensor(rows.Select(r => r.Label).ToArray());                     // (B)
                 var logits = model.call(inputs);                                                 // (B, C)
                 return nn.functional.cross_entropy(logits.to_type(ScalarType.Float32), labels);
@@ -164,7 +166,7 @@ internal sealed class TrainBenchmark : IBenchmark
         if (collated.Count != history.Count)
             throw new InvalidOperationException($"{collated.Count} batches were collated for {history.Count} optimizer steps; expected one per step.");
         bool keyAdapted = targets.Modules.Contains("key");
-        var steps = history.Select((s, k) => (collated[k].Batch, collated[k].Width, collated[k].RealTokens, Seconds: collated[k].Batch / s.ExamplesPerSecond,
+        var steps = history.Select((s, k) => (collated[k].Batch, collated[k].Width, Seconds: collated[k].Batch / s.ExamplesPerSecond,
             Flops: TrainStepFlops(config, collated[k].Batch, collated[k].Width, peft, keyAdapted))).ToList();
         Console.Error.WriteLine($"  {history.Count} steps ({result.StopReason}), last loss {history[^1].Loss:F4}");
 
