@@ -13,7 +13,7 @@ namespace MLNet.FineTune.Benchmarks;
 /// </summary>
 internal sealed class ForwardBenchmark : IBenchmark
 {
-    private static readonly (int Batch, int Tokens)[] Shapes = [(32, 128), (8, 64)];
+    private static readonly (int Batch, int Tokens)[] Shapes = [(32, 128), (8, 64), (1, 16)]; // the last: one short row, as a PredictionEngine scores it
     /// <summary>The dtypes compared, float32 first.</summary>
     internal static readonly ScalarType[] DTypes = [ScalarType.Float32, ScalarType.BFloat16];
     /// <summary>n of the square matmul whose rate is the peak.</summary>

@@ -63,6 +63,7 @@ internal static class MachineInfo
     /// <summary>One markdown line: CPU, cores, threads, versions.</summary>
     public static string Describe() =>
         $"CPU: {Cpu()}, {Environment.ProcessorCount} logical cores; torch threads {torch.get_num_threads()}; " +
+        $"OpenMP wait policy {MLNet.FineTune.Runtime.TorchRuntime.ThreadWaitPolicy}; " +
         $"TorchSharp {typeof(torch).Assembly.GetName().Version} (libtorch {torch.__version__}); .NET {Environment.Version}; " +
         $"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC";
 }

@@ -15,6 +15,8 @@ namespace MLNet.FineTune.Runtime;
 /// the bridge already loaded. Nothing in the NuGet cache or the system is modified. Everywhere else (Windows, macOS,
 /// Linux with GCC 13+ libstdc++) it does nothing. An external libtorch found through LD_LIBRARY_PATH keeps working.
 /// Set <c>MLNET_FINETUNE_CACHE</c> to choose the cache folder.
+/// <para>It also sets <c>OMP_WAIT_POLICY=PASSIVE</c> for libtorch's OpenMP threads when the variable is unset (see
+/// <see cref="ThreadWaitPolicy"/>): spinning threads slow training several times on a machine shared with other work.</para>
 /// </remarks>
 public static class TorchRuntime
 {
@@ -25,6 +27,10 @@ public static class TorchRuntime
 
     /// <summary>The patched bridge that was loaded, or null when none was needed.</summary>
     public static string? PatchedBridgePath { get { EnsureLoaded(); return _patchedBridgePath; } }
+
+    /// <summary>The OpenMP wait policy libtorch's threads use, and where it came from: e.g. "PASSIVE (set by
+    /// MLNet.FineTune)" or "ACTIVE (from the environment)". Set OMP_WAIT_POLICY before the process starts to choose.</summary>
+    public static string ThreadWaitPolicy { get { EnsureLoaded(); return OpenMpWaitPolicy.Description ?? "unknown"; } }
 
     /// <summary>True when this system's libstdc++ lacks GLIBCXX_3.4.32 and the bridge therefore needs the patch.</summary>
     public static bool SystemNeedsCompatPatch()
@@ -44,6 +50,7 @@ public static class TorchRuntime
         lock (Gate)
         {
             if (_done) return;
+            OpenMpWaitPolicy.ApplyDefault(); // before anything can load libtorch's OpenMP
             if (SystemNeedsCompatPatch())
                 _patchedBridgePath = LoadPatchedBridge();
             _done = true;

@@ -27,6 +27,26 @@ public sealed class TorchRuntimeTests
     }
 
     [TestMethod]
+    public void OpenMpThreadsSleepUnlessTheUserChoseAWaitPolicy()
+    {
+        // .NET's managed environment is the snapshot taken at process start; the native one is what libgomp reads.
+        var fromUser = Environment.GetEnvironmentVariable(OpenMpWaitPolicy.VariableName);
+        TorchRuntime.EnsureLoaded();
+        var native = OpenMpWaitPolicy.ReadNative();
+        Console.WriteLine($"OMP_WAIT_POLICY at start: {fromUser ?? "(unset)"}; native now: {native}; reported: {TorchRuntime.ThreadWaitPolicy}");
+        if (fromUser is null)
+        {
+            Assert.AreEqual(OpenMpWaitPolicy.LibraryDefault, native, "the library should set PASSIVE where the user set nothing");
+            Assert.AreEqual("PASSIVE (set by MLNet.FineTune)", TorchRuntime.ThreadWaitPolicy);
+        }
+        else
+        {
+            Assert.AreEqual(fromUser, native, "a wait policy the user chose (or an empty one: OpenMP's default) must be kept");
+            StringAssert.EndsWith(TorchRuntime.ThreadWaitPolicy, fromUser.Length == 0 ? "(OMP_WAIT_POLICY is empty)" : "(from the environment)");
+        }
+    }
+
+    [TestMethod]
     public void PatchRewritesOnlyTheVersionNeedAndTheSymbol()
     {
         var bridge = Directory.EnumerateFiles(AppContext.BaseDirectory, "libLibTorchSharp.so", SearchOption.AllDirectories).FirstOrDefault();
