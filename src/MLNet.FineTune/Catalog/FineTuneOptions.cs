@@ -17,8 +17,9 @@ public enum BaseModelStorage
 /// <summary>The numeric precision of training and scoring.</summary>
 public enum TrainingPrecision
 {
-    /// <summary>bfloat16 frozen base with float32 adapters where it is faster (CPUs with AVX-512 BF16 or AMX, CUDA
-    /// GPUs with bf16 support), float32 elsewhere.</summary>
+    /// <summary>bfloat16 frozen base with float32 adapters on CPUs with AVX-512 BF16 or AMX (detected) and on every
+    /// CUDA device, float32 elsewhere. TorchSharp cannot query a GPU's compute capability: on GPUs older than Ampere
+    /// (compute capability below 8.0), where bf16 is emulated or missing, choose <see cref="Float32"/>.</summary>
     Auto,
 
     /// <summary>Everything in float32.</summary>
