@@ -172,17 +172,23 @@ public sealed class PeftModel
     /// (bottleneck adapters: this library's format, same two files). Merged weights do not matter: the adapter's
     /// own parameters are saved.</summary>
     /// <exception cref="NotSupportedException">Full fine-tuning has no adapter.</exception>
+    /// <remarks>Both files are written into a temporary folder beside <paramref name="folder"/> and then moved in,
+    /// the config last (after the old config is removed), so a failed save leaves an existing adapter as it was and
+    /// never new weights beside an old config (<see cref="Runtime.AtomicFile.WriteFileSet"/>).</remarks>
     public void SaveAdapter(string folder)
     {
         var json = PeftConfigJson.Write(Config with { InferenceMode = true });
-        Directory.CreateDirectory(folder);
-        Checkpoints.SafeTensors.Save(Path.Combine(folder, PeftAdapterFile.WeightsFileName), AdapterStateDict(),
-            new Dictionary<string, string> { ["format"] = "pt" });
-        Runtime.AtomicFile.WriteAllText(Path.Combine(folder, PeftConfigJson.FileName), json);
+        Runtime.AtomicFile.WriteFileSet(folder, PeftConfigJson.FileName, temp =>
+        {
+            Checkpoints.SafeTensors.Save(Path.Combine(temp, PeftAdapterFile.WeightsFileName), AdapterStateDict(),
+                new Dictionary<string, string> { ["format"] = "pt" });
+            File.WriteAllText(Path.Combine(temp, PeftConfigJson.FileName), json);
+        });
     }
 
     /// <summary>Loads an adapter saved by PEFT or by <see cref="SaveAdapter"/> into <paramref name="model"/>:
-    /// injects the config's targets, then copies the weights, checking that every key fits.</summary>
+    /// checks that every key and shape of the file fits the adapter its config describes on this model, then injects
+    /// the config's targets and copies the weights. A file that does not fit leaves the model unchanged.</summary>
     /// <param name="model">The base model (a fresh one, without an adapter).</param>
     /// <param name="folder">The adapter folder.</param>
     /// <param name="options">Run-time options.</param>
