@@ -11,8 +11,22 @@ internal static class AdapterInjector
 {
     private const string AllLinear = "all-linear";
 
-    public static (PeftConfig Resolved, Dictionary<string, AdaptedLinear> Layers, IReadOnlyList<string> Saved) Inject(
-        nn.Module model, PeftConfig config, PeftOptions options)
+    /// <summary>The adapter layers an injection creates, not yet placed in the model, and the config as resolved
+    /// against it.</summary>
+    public sealed record Plan(PeftConfig Resolved, Dictionary<string, AdaptedLinear> Layers, IReadOnlyList<string> Saved);
+
+    /// <summary>Plans and applies an injection.</summary>
+    public static Plan Inject(nn.Module model, PeftConfig config, PeftOptions options)
+    {
+        var plan = Prepare(model, config, options);
+        Apply(model, plan, options);
+        return plan;
+    }
+
+    /// <summary>Resolves the targets and builds their adapter layers without placing them: the model's modules and
+    /// trainable flags are unchanged (PiSSA's initialisation, though, already writes the residual into the base weights
+    /// it wraps).</summary>
+    public static Plan Prepare(nn.Module model, PeftConfig config, PeftOptions options)
     {
         var pretrained = model as IPretrainedModel;
         var modelType = options.ModelType ?? pretrained?.ModelType;
@@ -38,10 +52,7 @@ internal static class AdapterInjector
         var savedPaths = modules.Select(m => m.name).Where(n => ModuleMatcher.IsModuleToSave(n, savedEntries)).ToList();
 
         if (config is FullFineTuneConfig)
-        {
-            foreach (var (_, p) in model.named_parameters()) p.requires_grad = !config.InferenceMode;
-            return (config with { TaskType = taskType, ModulesToSave = writtenSaved.Count > 0 ? writtenSaved : null }, new(), []);
-        }
+            return new Plan(config with { TaskType = taskType, ModulesToSave = writtenSaved.Count > 0 ? writtenSaved : null }, new(), []);
 
         var (targets, pattern, resolved) = ResolveTargets(config, modelType, modules, heads);
         var matched = new List<(string Path, BaseLinear Base)>();
@@ -68,14 +79,32 @@ internal static class AdapterInjector
         foreach (var (path, baseLinear) in matched)
         {
             var adapterDType = options.AdapterDType ?? (IsHalf(baseLinear.Weight.dtype) ? ScalarType.Float32 : baseLinear.Weight.dtype);
-            var layer = Create(resolved, path, baseLinear, adapterDType);
-            ModuleSurgery.Replace(model, path, layer);
-            layers[path] = layer;
+            layers[path] = Create(resolved, path, baseLinear, adapterDType);
         }
+        bool fanInFanOut = matched.Any(m => m.Base.FanInFanOut);
+        var final = resolved with
+        {
+            TaskType = taskType,
+            ModulesToSave = writtenSaved.Count > 0 ? writtenSaved : null,
+            FanInFanOut = fanInFanOut,
+        };
+        return new Plan(final, layers, savedPaths);
+    }
+
+    /// <summary>Places a prepared plan: swaps the adapter layers in, keeps the head's linear layers in float32 over a
+    /// 16-bit base, and freezes all but the adapter, the modules to save and the configured biases.</summary>
+    public static void Apply(nn.Module model, Plan plan, PeftOptions options)
+    {
+        if (plan.Resolved is FullFineTuneConfig)
+        {
+            foreach (var (_, p) in model.named_parameters()) p.requires_grad = !plan.Resolved.InferenceMode;
+            return;
+        }
+        foreach (var (path, layer) in plan.Layers) ModuleSurgery.Replace(model, path, layer);
 
         // The head trains in full: over a 16-bit base its linear layers are kept in the adapter dtype (float32).
         var headDType = options.AdapterDType ?? ScalarType.Float32;
-        foreach (var path in savedPaths)
+        foreach (var path in plan.Saved)
         {
             var saved = ModuleSurgery.Get(model, path);
             var linears = saved.named_modules().Prepend(("", saved)).ToList();
@@ -84,15 +113,7 @@ internal static class AdapterInjector
                     ModuleSurgery.Replace(model, name == "" ? path : path + "." + name, new TrainedLinear(head, headDType));
         }
 
-        SetTrainable(model, resolved, layers, savedPaths);
-        bool fanInFanOut = matched.Any(m => m.Base.FanInFanOut);
-        var final = resolved with
-        {
-            TaskType = taskType,
-            ModulesToSave = writtenSaved.Count > 0 ? writtenSaved : null,
-            FanInFanOut = fanInFanOut,
-        };
-        return (final, layers, savedPaths);
+        SetTrainable(model, plan.Resolved, plan.Layers, plan.Saved);
     }
 
     private static bool IsHalf(ScalarType dtype) => dtype is ScalarType.Float16 or ScalarType.BFloat16;

@@ -61,10 +61,22 @@ public static class PeftAdapterFile
     }
 
     /// <summary>Copies an adapter file's tensors into the injected model's adapter tensors (converting dtype),
-    /// after checking that the key sets agree and every shape fits.</summary>
+    /// after checking that the key sets agree and every shape fits (<see cref="CheckFits"/>).</summary>
     /// <exception cref="InvalidDataException">The first key whose shape differs, or that the injected model lacks, or
     /// the first tensor the file lacks.</exception>
     public static void CopyInto(IReadOnlyDictionary<string, Tensor> destination, IReadOnlyDictionary<string, Tensor> file, string source)
+    {
+        CheckFits(destination, file, source);
+        using (no_grad())
+            foreach (var (key, tensor) in file)
+                destination[key].copy_(tensor);
+    }
+
+    /// <summary>Checks that an adapter file's tensors and the adapter tensors they are meant for have the same keys
+    /// and shapes; throws naming the first key (in sorted order) that does not fit.</summary>
+    /// <exception cref="InvalidDataException">The first key whose shape differs, or that the adapter lacks, or the
+    /// first tensor the file lacks.</exception>
+    public static void CheckFits(IReadOnlyDictionary<string, Tensor> destination, IReadOnlyDictionary<string, Tensor> file, string source)
     {
         foreach (var key in file.Keys.OrderBy(k => k, StringComparer.Ordinal))
         {
@@ -77,9 +89,6 @@ public static class PeftAdapterFile
         var missing = destination.Keys.Where(k => !file.ContainsKey(k)).OrderBy(k => k, StringComparer.Ordinal).FirstOrDefault();
         if (missing is not null)
             throw new InvalidDataException($"{source}: the adapter lacks '{missing}', which its config calls for on this model.");
-        using (no_grad())
-            foreach (var (key, tensor) in file)
-                destination[key].copy_(tensor);
     }
 
     private static string Describe(IEnumerable<string> names)

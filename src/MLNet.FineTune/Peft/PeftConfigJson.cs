@@ -31,7 +31,13 @@ public static class PeftConfigJson
 
     /// <summary>Serialises a config as PEFT would (keys sorted, two-space indent).</summary>
     /// <exception cref="NotSupportedException">Full fine-tuning has no adapter file.</exception>
-    public static string Write(PeftConfig config)
+    public static string Write(PeftConfig config) => Write(config, fullFineTune: false);
+
+    /// <summary>Serialises the method of a model saved whole (model.zip): an adapter's config as <see cref="Write(PeftConfig)"/>
+    /// writes it, or for full fine-tuning the common fields with peft_type "FULL" (no PEFT file, so this library's own).</summary>
+    internal static string WriteModelMethod(PeftConfig config) => Write(config, fullFineTune: true);
+
+    private static string Write(PeftConfig config, bool fullFineTune)
     {
         var o = new JsonObject
         {
@@ -93,6 +99,8 @@ public static class PeftConfigJson
                 o["layers_pattern"] = StringList(b.LayersPattern);
                 o["layers_to_transform"] = b.LayersToTransform is { } bl ? new JsonArray(bl.Select(i => (JsonNode?)JsonValue.Create(i)).ToArray()) : null;
                 break;
+            case FullFineTuneConfig when fullFineTune:
+                break;
             default:
                 throw new NotSupportedException($"{config.PeftType} has no adapter file: full fine-tuning changes every weight, so save the model's state dict instead.");
         }
@@ -115,7 +123,12 @@ public static class PeftConfigJson
     }
 
     /// <summary>Parses config JSON (<paramref name="source"/> names it in errors).</summary>
-    public static PeftConfig Parse(JsonObject o, string source)
+    public static PeftConfig Parse(JsonObject o, string source) => Parse(o, source, fullFineTune: false);
+
+    /// <summary>Parses what <see cref="WriteModelMethod"/> wrote.</summary>
+    internal static PeftConfig ParseModelMethod(JsonObject o, string source) => Parse(o, source, fullFineTune: true);
+
+    private static PeftConfig Parse(JsonObject o, string source, bool fullFineTune)
     {
         var r = new Reader(o, source);
         var peftType = r.String("peft_type") ?? throw new InvalidDataException($"{source} has no 'peft_type'.");
@@ -168,6 +181,11 @@ public static class PeftConfigJson
                     Scaling = r.Double("scaling", 1.0),
                 };
                 break;
+            case "FULL" when fullFineTune:
+                config = new FullFineTuneConfig();
+                break;
+            case "FULL":
+                throw new NotSupportedException($"{source}: peft_type 'FULL' is a fully fine-tuned model, which has no adapter file; such a model is saved whole, in model.zip.");
             default:
                 throw new NotSupportedException($"{source}: peft_type '{peftType}' is not supported; this library reads LORA (incl. rsLoRA, DoRA), IA3 and its own BOTTLENECK adapters.");
         }

@@ -77,9 +77,7 @@ public sealed class PeftModel
     {
         Runtime.TorchRuntime.EnsureLoaded();
         options ??= new PeftOptions();
-        var existing = model.named_modules().FirstOrDefault(m => m.module is AdaptedLinear);
-        if (existing.module is not null)
-            throw new InvalidOperationException($"The model already holds an adapter (at '{existing.name}'); one adapter per model is supported. Merge or load into a fresh model.");
+        CheckHoldsNoAdapter(model);
         var (resolved, layers, saved) = AdapterInjector.Inject(model, config, options);
         var peft = new PeftModel(model, resolved, layers, saved);
         if (options.ComputeDType is { } dtype) peft.ComputeDType = dtype;
@@ -174,17 +172,23 @@ public sealed class PeftModel
     /// (bottleneck adapters: this library's format, same two files). Merged weights do not matter: the adapter's
     /// own parameters are saved.</summary>
     /// <exception cref="NotSupportedException">Full fine-tuning has no adapter.</exception>
+    /// <remarks>Both files are written into a temporary folder beside <paramref name="folder"/> and then moved in,
+    /// the config last (after the old config is removed), so a failed save leaves an existing adapter as it was and
+    /// never new weights beside an old config (<see cref="Runtime.AtomicFile.WriteFileSet"/>).</remarks>
     public void SaveAdapter(string folder)
     {
         var json = PeftConfigJson.Write(Config with { InferenceMode = true });
-        Directory.CreateDirectory(folder);
-        Checkpoints.SafeTensors.Save(Path.Combine(folder, PeftAdapterFile.WeightsFileName), AdapterStateDict(),
-            new Dictionary<string, string> { ["format"] = "pt" });
-        Runtime.AtomicFile.WriteAllText(Path.Combine(folder, PeftConfigJson.FileName), json);
+        Runtime.AtomicFile.WriteFileSet(folder, PeftConfigJson.FileName, temp =>
+        {
+            Checkpoints.SafeTensors.Save(Path.Combine(temp, PeftAdapterFile.WeightsFileName), AdapterStateDict(),
+                new Dictionary<string, string> { ["format"] = "pt" });
+            File.WriteAllText(Path.Combine(temp, PeftConfigJson.FileName), json);
+        });
     }
 
     /// <summary>Loads an adapter saved by PEFT or by <see cref="SaveAdapter"/> into <paramref name="model"/>:
-    /// injects the config's targets, then copies the weights, checking that every key fits.</summary>
+    /// checks that every key and shape of the file fits the adapter its config describes on this model, then injects
+    /// the config's targets and copies the weights. A file that does not fit leaves the model unchanged.</summary>
     /// <param name="model">The base model (a fresh one, without an adapter).</param>
     /// <param name="folder">The adapter folder.</param>
     /// <param name="options">Run-time options.</param>
@@ -192,22 +196,52 @@ public sealed class PeftModel
     /// default, inference).</param>
     /// <exception cref="InvalidDataException">A key of the file does not fit the model (names the first one: a module
     /// the model lacks, or a shape that differs), or the file lacks a tensor the config calls for.</exception>
+    /// <exception cref="InvalidOperationException">The model already holds an adapter.</exception>
     public static PeftModel LoadAdapter(nn.Module model, string folder, PeftOptions? options = null, bool trainable = false)
     {
         Runtime.TorchRuntime.EnsureLoaded();
-        var config = PeftConfigJson.Read(folder);
+        options ??= new PeftOptions();
+        // Files say inference_mode = true (PEFT writes that); the caller decides whether the adapter trains on.
+        var config = PeftConfigJson.Read(folder) with { InferenceMode = !trainable };
         var tensors = PeftAdapterFile.ReadWeights(folder);
         try
         {
+            CheckHoldsNoAdapter(model);
             PeftAdapterFile.CheckPathsFit(model, tensors.Keys, folder);
-            // Files say inference_mode = true (PEFT writes that); the caller decides whether the adapter trains on.
-            var peft = Inject(model, config with { InferenceMode = !trainable }, options);
+            CheckShapesFit(model, config, options, tensors, folder);
+            var peft = Inject(model, config, options);
             PeftAdapterFile.CopyInto(peft.AdapterStateDict(), tensors, folder);
             return peft;
         }
         finally
         {
             foreach (var t in tensors.Values) t.Dispose();
+        }
+    }
+
+    private static void CheckHoldsNoAdapter(nn.Module model)
+    {
+        var existing = model.named_modules().FirstOrDefault(m => m.module is AdaptedLinear);
+        if (existing.module is not null)
+            throw new InvalidOperationException($"The model already holds an adapter (at '{existing.name}'); one adapter per model is supported. Merge or load into a fresh model.");
+    }
+
+    // The adapter's shapes depend on the config (rank per module) and on the model (layer widths): build the layers
+    // the config describes without placing them, compare, and drop them, so a mismatch fails before the model changes.
+    // PiSSA's initialisation would rewrite the base weights; the shapes do not depend on it, so the default stands in.
+    private static void CheckShapesFit(nn.Module model, PeftConfig config, PeftOptions options, IReadOnlyDictionary<string, Tensor> tensors, string source)
+    {
+        var shapeConfig = config is LoraConfig { Init: LoraInit.PiSSA } pissa ? pissa with { Init = LoraInit.Default } : config;
+        var (resolved, layers, saved) = AdapterInjector.Prepare(model, shapeConfig, options);
+        try
+        {
+            PeftAdapterFile.CheckFits(new PeftModel(model, resolved, layers, saved).AdapterStateDict(), tensors, source);
+        }
+        finally
+        {
+            // Only the adapter's own tensors: the layers share the model's base weight and bias.
+            foreach (var layer in layers.Values)
+                foreach (var (_, p) in layer.AdapterParameters()) p.Dispose();
         }
     }
 }

@@ -73,8 +73,7 @@ internal static class TrainingCheckpoint
                 if (bestWeights is not null) SafeTensors.Save(Path.Combine(temp, BestFile), optimizer.NamedWeights(bestWeights));
             }
             AtomicFile.WriteAllText(Path.Combine(temp, StateFile), JsonSerializer.Serialize(state, Json));
-            if (Directory.Exists(final)) Directory.Delete(final, recursive: true); // a rerun past the same step replaces it
-            Directory.Move(temp, final);
+            AtomicFile.ReplaceDirectory(temp, final); // a rerun past the same step replaces it; the old one goes only once the new is in
         }
         catch
         {

@@ -213,4 +213,47 @@ public sealed class AdapterFormatTests
         Console.WriteLine(ex.Message);
         StringAssert.Contains(ex.Message, "lacks 'base_model.model.encoder.layer.1.query.lora_B.weight'");
     }
+
+    [TestMethod]
+    public void SavingOverAnAdapterReplacesBothFilesKeepsOtherFilesAndLeavesNoTemporaryFolder()
+    {
+        var folder = Path.Combine(_dir, "adapter");
+        PeftModel.Inject(TinyClassifier.Create(1), new LoraConfig { Rank = 2, TargetModules = ["query"], Init = LoraInit.Random }).SaveAdapter(folder);
+        File.WriteAllText(Path.Combine(folder, "README.md"), "the user's notes");
+
+        var model = TinyClassifier.Create(2);
+        var peft = PeftModel.Inject(model, new LoraConfig { Rank = 4, TargetModules = ["query", "value"], Init = LoraInit.Random });
+        peft.SaveAdapter(folder);
+
+        var files = Directory.GetFiles(folder).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
+        var siblings = Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName).ToArray();
+        Console.WriteLine($"adapter folder: {string.Join(", ", files)}; beside it: {string.Join(", ", siblings)}");
+        CollectionAssert.AreEqual(new[] { "README.md", PeftConfigJson.FileName, PeftAdapterFile.WeightsFileName }, files);
+        CollectionAssert.AreEqual(new[] { "adapter" }, siblings, "no temporary folder left beside the adapter");
+        Assert.AreEqual(4, ((LoraConfig)PeftConfigJson.Read(folder)).Rank, "the new config");
+        var reloaded = TinyClassifier.Create(2);
+        PeftModel.LoadAdapter(reloaded, folder);
+        using var noGrad = no_grad();
+        Assert.AreEqual(0.0, MaxAbsDiff(reloaded.call(Input(3)), model.call(Input(3))), "the new weights, matching the new config");
+    }
+
+    [TestMethod]
+    public void ASaveThatFailsBeforeTheConfigIsInPlaceLeavesTheOldWeights()
+    {
+        var folder = Path.Combine(_dir, "adapter");
+        var old = PeftModel.Inject(TinyClassifier.Create(1), new LoraConfig { Rank = 2, TargetModules = ["query"], Init = LoraInit.Random });
+        old.SaveAdapter(folder);
+        var weights = Path.Combine(folder, PeftAdapterFile.WeightsFileName);
+        var oldWeights = File.ReadAllBytes(weights);
+        // The config cannot be replaced (a folder stands where it goes): a failure between the two files, as a full
+        // disk or a crash would cause. Writing the weights in place first would pair new weights with the old config.
+        File.Delete(Path.Combine(folder, PeftConfigJson.FileName));
+        Directory.CreateDirectory(Path.Combine(folder, PeftConfigJson.FileName));
+
+        var peft = PeftModel.Inject(TinyClassifier.Create(2), new LoraConfig { Rank = 4, TargetModules = ["query", "value"], Init = LoraInit.Random });
+        var e = Assert.Throws<Exception>(() => peft.SaveAdapter(folder));
+        Console.WriteLine($"{e.GetType().Name}: {e.Message}");
+        Assert.IsTrue(File.ReadAllBytes(weights).AsSpan().SequenceEqual(oldWeights), "the old weights must survive a failed save");
+        CollectionAssert.AreEqual(new[] { "adapter" }, Directory.GetFileSystemEntries(_dir).Select(Path.GetFileName).ToArray(), "no temporary folder left");
+    }
 }

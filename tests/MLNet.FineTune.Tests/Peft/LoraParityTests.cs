@@ -155,10 +155,25 @@ public sealed class LoraParityTests
         wider["hidden_size"] = 48;
         wider["intermediate_size"] = 96;
         var other = ModelFactory.CreateSequenceClassification(HfConfig.Parse(wider.ToJsonString()), 3);
+        var keysBefore = other.state_dict().Keys.ToList();
+        var trainableBefore = other.named_parameters().Count(p => p.parameter.requires_grad);
         var shapes = Assert.ThrowsExactly<InvalidDataException>(() => PeftModel.LoadAdapter(other, Path.Combine(bert.Folder, "adapter")));
         Console.WriteLine(shapes.Message);
         StringAssert.Contains(shapes.Message, "'base_model.model.bert.encoder.layer.0.attention.output.dense.lora_A.weight' has shape [4, 32]");
         StringAssert.Contains(shapes.Message, "[4, 48]");
+        // Shapes are checked before injection (docs/methods.md): no layer wrapped, nothing frozen, no key added.
+        var injected = other.named_modules().Where(m => m.module is AdaptedLinear).Select(m => m.name).ToList();
+        var trainableAfter = other.named_parameters().Count(p => p.parameter.requires_grad);
+        Console.WriteLine($"after the shape mismatch: {injected.Count} adapter layers, {trainableAfter} of {trainableBefore} parameters still trainable, {other.state_dict().Count} keys (were {keysBefore.Count})");
+        Assert.IsEmpty(injected, "the model is left untouched: " + string.Join(", ", injected));
+        Assert.AreEqual(trainableBefore, trainableAfter, "trainable flags unchanged");
+        CollectionAssert.AreEqual(keysBefore, other.state_dict().Keys.ToList(), "state-dict keys unchanged");
+        // The model is still fresh: an adapter of its own width loads into it.
+        var fitting = PeftModel.Inject(ModelFactory.CreateSequenceClassification(HfConfig.Parse(wider.ToJsonString()), 3),
+            (LoraConfig)PeftConfigJson.Read(Path.Combine(bert.Folder, "adapter")) with { Init = LoraInit.Random });
+        var fittingFolder = Path.Combine(_dir, "wider-adapter");
+        fitting.SaveAdapter(fittingFolder);
+        Assert.IsNotEmpty(PeftModel.LoadAdapter(other, fittingFolder).Layers);
     }
 
     /// <summary>Same safetensors keys, shapes and dtypes; same adapter_config.json fields and values (target_modules

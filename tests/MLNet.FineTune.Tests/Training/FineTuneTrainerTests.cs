@@ -301,6 +301,37 @@ public sealed class FineTuneTrainerTests
     }
 
     [TestMethod]
+    public void ARerunPastTheSameStepReplacesItsCheckpointWhole()
+    {
+        // The first run tracks the best weights (best.safetensors); the rerun, a different model, does not.
+        var checkpoints = Path.Combine(_dir, "run");
+        using (var first = new TinyTask(24))
+        {
+            using var validation = new TinyTask(24, shiftLabels: true);
+            FineTuneTrainer.Train(first.Setup(Base with
+            {
+                CheckpointEverySteps = 2, CheckpointDirectory = checkpoints, MaxSteps = 2,
+                EvaluationStrategy = EvaluationStrategy.Steps, EvalSteps = 1, EarlyStoppingPatience = 5,
+            }, () => new EvaluationResult("validation_loss", first.LossOn(validation), false)));
+        }
+        var folder = Path.Combine(checkpoints, "checkpoint-2");
+        Assert.IsTrue(File.Exists(Path.Combine(folder, "best.safetensors")), "the first run's checkpoint holds best weights");
+
+        using var rerun = new TinyTask(24, modelSeed: 2);
+        FineTuneTrainer.Train(rerun.Setup(Base with { CheckpointEverySteps = 2, CheckpointDirectory = checkpoints, MaxSteps = 2 }));
+        using var expected = new Weights(rerun.Snapshot());
+        using var saved = new Weights(MLNet.FineTune.Checkpoints.SafeTensors.Load(Path.Combine(folder, "trainable.safetensors")));
+        var entries = Directory.GetFileSystemEntries(checkpoints).Select(Path.GetFileName).ToArray();
+        var files = Directory.GetFiles(folder).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
+        double diff = TinyTask.MaxDifference(expected.Map, saved.Map);
+        Console.WriteLine($"checkpoint directory: {string.Join(", ", entries)}; checkpoint-2: {string.Join(", ", files)}; saved vs rerun weights: max diff {diff:E2}");
+        CollectionAssert.AreEqual(new[] { "checkpoint-2" }, entries, "no temporary or set-aside folder left");
+        CollectionAssert.AreEqual(new[] { "optimizer.safetensors", "rng_state.safetensors", "trainable.safetensors", "trainer_state.json" }, files,
+            "the rerun's checkpoint replaces the old folder whole: no stale best.safetensors");
+        Assert.AreEqual(0.0, diff, "the checkpoint holds the rerun's weights");
+    }
+
+    [TestMethod]
     public void ResumeRefusesACheckpointWithAnotherDataOrder()
     {
         var checkpoints = Path.Combine(_dir, "run");

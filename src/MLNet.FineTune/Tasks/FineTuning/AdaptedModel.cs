@@ -65,7 +65,8 @@ internal sealed class AdaptedModel
     /// <summary>The base folder this model came from (null when it was loaded from a self-contained model.zip).</summary>
     public string? BaseFolder { get; }
 
-    private string? BaseSha256 { get; set; }
+    /// <summary>SHA-256 of the base folder as it was loaded (null when loaded from a self-contained model.zip).</summary>
+    private string? BaseSha256 { get; }
 
     /// <summary>Loads a pretrained folder into a new task model, holds the base in <paramref name="baseDType"/> and
     /// injects the method, or, with <paramref name="initialAdapter"/>, loads a saved adapter to train on.</summary>
@@ -87,7 +88,9 @@ internal sealed class AdaptedModel
         var peft = initialAdapter is null ? PeftModel.Inject(model, method) : PeftModel.LoadAdapter(model, initialAdapter, trainable: true);
         model.to(device);
         log($"{peft.Config.PeftType}{(initialAdapter is null ? "" : " from " + initialAdapter)}: {peft.CountParameters()}");
-        return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder), null);
+        // Hashed now, not at save: the hash then describes the weights this model was trained on, and saving
+        // (after ML.NET has already truncated the target file) never reads the base folder.
+        return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder), HashBaseFolder(baseFolder));
     }
 
     /// <summary>Trains the method's parameters with the shared loop.</summary>
@@ -142,24 +145,33 @@ internal sealed class AdaptedModel
 
     /// <summary>Writes the model into model.zip payloads: base config, tokenizer files, the method's config, and
     /// either every weight (self-contained) or the trained ones plus the base folder's path and hash.</summary>
+    /// <remarks>Full fine-tuning trains every weight, so its <see cref="BaseModelStorage.ByReference"/> zip holds all
+    /// of them (as large as a self-contained one, and still tied to the base folder).</remarks>
     public void Save(ModelPayloadWriter payloads, BaseModelStorage storage)
     {
+        CheckCanSave(storage);
         payloads.AddText(ConfigPayload, Config.ToString());
         foreach (var (name, bytes) in _tokenizerFiles) payloads.Add(TokenizerPrefix + name, bytes);
-        payloads.AddText(AdapterConfigPayload, PeftConfigJson.Write(Peft.Config));
+        payloads.AddText(AdapterConfigPayload, PeftConfigJson.WriteModelMethod(Peft.Config));
         if (storage == BaseModelStorage.ByReference)
         {
-            if (BaseFolder is null || !Directory.Exists(BaseFolder))
-                throw new InvalidOperationException("This model was loaded from a self-contained model.zip and has no base folder on disk to reference; save it with BaseModelStorage.SelfContained.");
-            BaseSha256 ??= HashBaseFolder(BaseFolder);
             payloads.AddJson(StoredBasePayload, new StoredBaseModel(storage, BaseFolder, BaseSha256, BaseDType.ToString()), ModelZipStorage.JsonOptions);
-            payloads.Add(TrainedStatePayload, s => SafeTensors.Write(s, TrainedState()));
+            payloads.Add(TrainedStatePayload, s => SafeTensors.Write(s, TrainedState(Model, Peft)));
         }
         else
         {
             payloads.AddJson(StoredBasePayload, new StoredBaseModel(storage, null, null, BaseDType.ToString()), ModelZipStorage.JsonOptions);
             payloads.Add(FullStatePayload, s => SafeTensors.Write(s, Model.state_dict()));
         }
+    }
+
+    /// <summary>Throws when this model cannot be saved with <paramref name="storage"/>; for callers that choose the
+    /// storage (a transformer's constructor), so the error comes before ML.NET truncates the target file.</summary>
+    /// <exception cref="InvalidOperationException">ByReference for a model loaded from a self-contained model.zip.</exception>
+    public void CheckCanSave(BaseModelStorage storage)
+    {
+        if (storage == BaseModelStorage.ByReference && (BaseFolder is null || BaseSha256 is null))
+            throw new InvalidOperationException($"This model was loaded from a self-contained model.zip and has no base folder on disk to reference: {nameof(BaseModelStorage)}.{nameof(BaseModelStorage.ByReference)} cannot save it; use {nameof(BaseModelStorage)}.{nameof(BaseModelStorage.SelfContained)}.");
     }
 
     /// <summary>Rebuilds a model saved by <see cref="Save"/>.</summary>
@@ -172,7 +184,7 @@ internal sealed class AdaptedModel
             .ToDictionary(n => n[TokenizerPrefix.Length..], payloads.ReadBytes);
         var tokenizer = TokenizerFromFiles(tokenizerFiles, config);
         var stored = payloads.ReadJson<StoredBaseModel>(StoredBasePayload, ModelZipStorage.JsonOptions);
-        var method = PeftConfigJson.Parse(JsonNode.Parse(payloads.ReadText(AdapterConfigPayload))!.AsObject(), $"{where} {AdapterConfigPayload}") with { InferenceMode = false };
+        var method = PeftConfigJson.ParseModelMethod(JsonNode.Parse(payloads.ReadText(AdapterConfigPayload))!.AsObject(), $"{where} {AdapterConfigPayload}") with { InferenceMode = false };
         var baseDType = Enum.Parse<ScalarType>(stored.BaseDType);
 
         var model = createTaskModel(config);
@@ -192,12 +204,17 @@ internal sealed class AdaptedModel
             model.to(baseDType);
         }
         var peft = PeftModel.Inject(model, method);
-        var state = LoadStateFromPayload(payloads, stored.Storage == BaseModelStorage.ByReference ? TrainedStatePayload : FullStatePayload);
+        var statePayload = stored.Storage == BaseModelStorage.ByReference ? TrainedStatePayload : FullStatePayload;
+        var state = LoadStateFromPayload(payloads, statePayload);
         try
         {
             var report = WeightLoader.Load(model, state, basePrefix: null, sourceName: where);
             if (report.Unexpected.Count > 0 || (stored.Storage == BaseModelStorage.SelfContained && report.Missing.Count > 0))
                 throw new InvalidDataException($"{where}: the saved weights do not fit the model built from its config: {report}.");
+            // By reference the base folder supplies the frozen weights, but nothing can stand in for a trained one.
+            var missingTrained = TrainedState(model, peft).Keys.Intersect(report.Missing).Order(StringComparer.Ordinal).ToList();
+            if (missingTrained.Count > 0)
+                throw new InvalidDataException($"{where}: {statePayload} lacks the trained tensor '{missingTrained[0]}'{(missingTrained.Count > 1 ? $" and {missingTrained.Count - 1} more" : "")}; the file is incomplete or belongs to another model.");
         }
         finally
         {
@@ -212,19 +229,19 @@ internal sealed class AdaptedModel
     public void SaveAdapter(string folder)
     {
         if (Peft.Config is FullFineTuneConfig)
-            throw new NotSupportedException("A fully fine-tuned model has no adapter to save; save it with mlContext.Model.Save instead.");
+            throw new NotSupportedException("A fully fine-tuned model has no adapter to save: every weight was trained. Save the whole model with mlContext.Model.Save(model, schema, path) (BaseModelStorage.SelfContained puts every weight in the zip).");
         Peft.SaveAdapter(folder);
     }
 
     /// <summary>The tensors that differ from the base checkpoint: trained parameters, and for PiSSA the residual
     /// base weights its initialisation wrote.</summary>
-    private Dictionary<string, Tensor> TrainedState()
+    private static Dictionary<string, Tensor> TrainedState(nn.Module model, PeftModel peft)
     {
-        var state = Model.named_parameters().Where(p => p.parameter.requires_grad).ToDictionary(p => p.name, p => (Tensor)p.parameter);
-        if (Peft.Config is LoraConfig { Init: LoraInit.PiSSA })
+        var state = model.named_parameters().Where(p => p.parameter.requires_grad).ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        if (peft.Config is LoraConfig { Init: LoraInit.PiSSA })
         {
-            var all = Model.state_dict();
-            foreach (var path in Peft.Layers.Keys) state[path + ".weight"] = all[path + ".weight"];
+            var all = model.state_dict();
+            foreach (var path in peft.Layers.Keys) state[path + ".weight"] = all[path + ".weight"];
         }
         return state;
     }
