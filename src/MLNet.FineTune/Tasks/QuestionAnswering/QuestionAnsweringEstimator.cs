@@ -105,7 +105,7 @@ public sealed class QuestionAnsweringEstimator : IEstimator<QuestionAnsweringTra
         Log($"Training ended: {result.StopReason} after {result.StepsCompleted} of {result.TotalSteps} steps" +
             (result.BestEvaluation is { } best ? $"; best {best.MetricName} {best.Value:F2} at step {result.BestStep}" : ""));
 
-        return new QuestionAnsweringTransformer(_env, answerer, QuestionAnsweringTransformer.Settings.From(_options, versionTwo), result.History);
+        return new QuestionAnsweringTransformer(answerer, QuestionAnsweringTransformer.Settings.From(_options, versionTwo), result.History);
     }
 
     /// <summary>SQuAD F1 (and exact match) of the post-processed answers on the validation rows.</summary>

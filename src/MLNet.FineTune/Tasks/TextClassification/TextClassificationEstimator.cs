@@ -99,7 +99,7 @@ public sealed class TextClassificationEstimator : IEstimator<TextClassificationT
         var settings = new TextClassificationTransformer.Settings(_options.TextColumnName, _options.TextPairColumnName,
             _options.ScoreColumnName, _options.PredictedLabelColumnName, labels.Kind, labels.Names.ToArray(),
             _options.MaxSequenceLength, _options.ScoringBatchSize, _options.BaseModelStorage);
-        return new TextClassificationTransformer(_env, classifier, settings, result.History);
+        return new TextClassificationTransformer(classifier, settings, result.History);
     }
 
     /// <inheritdoc/>
