@@ -33,4 +33,27 @@ internal static class TinyModels
         catch (IOException) { Directory.Delete(staging, recursive: true); } // another test process won the race
         return folder;
     }
+
+    /// <summary>
+    /// <see cref="BertTiny"/> with dropout in its checkpoint (hidden, attention and classifier 0.1), whose committed
+    /// config has none: for tests of <see cref="FineTuneOptions.Dropout"/>.
+    /// </summary>
+    public static string BertTinyWithDropout()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "mlnet-finetune-tests", "bert-tiny-with-dropout");
+        var marker = Path.Combine(folder, "vocab.txt");
+        if (File.Exists(marker)) return folder;
+        var source = BertTiny();
+        var staging = folder + "." + Guid.NewGuid().ToString("N")[..8];
+        Directory.CreateDirectory(staging);
+        foreach (var file in Directory.GetFiles(source)) File.Copy(file, Path.Combine(staging, Path.GetFileName(file)));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!.AsObject();
+        config["hidden_dropout_prob"] = 0.1;
+        config["attention_probs_dropout_prob"] = 0.1;
+        config["classifier_dropout"] = 0.1;
+        File.WriteAllText(Path.Combine(staging, "config.json"), config.ToJsonString());
+        try { Directory.Move(staging, folder); }
+        catch (IOException) { Directory.Delete(staging, recursive: true); } // another test process won the race
+        return folder;
+    }
 }

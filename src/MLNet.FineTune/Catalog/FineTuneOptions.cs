@@ -85,6 +85,17 @@ public abstract class FineTuneOptions
     /// <summary>Sort examples by length within large chunks so batches pad less (order stays random). Default true.</summary>
     public bool LengthBucketing { get; set; } = true;
 
+    /// <summary>
+    /// Overrides every dropout probability of the base model while training: config.json's <c>hidden_dropout_prob</c>,
+    /// <c>attention_probs_dropout_prob</c> and (where set) <c>classifier_dropout</c> for BERT and RoBERTa;
+    /// <c>dropout</c>, <c>attention_dropout</c>, <c>qa_dropout</c> and <c>seq_classif_dropout</c> for DistilBERT. Must
+    /// be in [0, 1); null (default) keeps the checkpoint's, as Hugging Face's training scripts do. 0 turns dropout off:
+    /// on a CPU with a bfloat16 base the dropout masks cost about as much as the rest of a training step
+    /// (docs/performance.md), and a short LoRA run loses little by it. Scoring never uses dropout, and model.zip keeps
+    /// the checkpoint's config. The adapter's own dropout is a method option (<see cref="LoraOptions.Dropout"/>).
+    /// </summary>
+    public double? Dropout { get; set; }
+
     /// <summary>Seed for shuffling, dropout and initialisation; null uses the MLContext's seed.</summary>
     public int? Seed { get; set; }
 

@@ -105,15 +105,6 @@ public sealed class QuestionAnsweringOptions : FineTuneOptions
     /// </summary>
     public bool? VersionTwoWithNegative { get; set; }
 
-    /// <summary>
-    /// Overrides the base model's dropout probabilities while training (config.json's <c>hidden_dropout_prob</c> and
-    /// <c>attention_probs_dropout_prob</c>, DistilBERT's <c>dropout</c>, <c>attention_dropout</c> and
-    /// <c>qa_dropout</c>); null (default) keeps the checkpoint's, as run_qa.py does. 0 turns dropout off: on a CPU
-    /// with a bfloat16 base the dropout masks cost about as much as the rest of a training step (docs/performance.md),
-    /// and a short LoRA run loses little by it. Scoring never uses dropout.
-    /// </summary>
-    public double? Dropout { get; set; }
-
     /// <summary>The output answer column (text, "" for no answer). Default "Answer".</summary>
     public string PredictedAnswerColumnName { get; set; } = "Answer";
 

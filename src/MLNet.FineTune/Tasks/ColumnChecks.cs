@@ -25,6 +25,18 @@ internal static class ColumnChecks
         return column;
     }
 
+    /// <summary>For an estimator's GetOutputSchema: a scalar text column in the input shape, or an error naming it and
+    /// what it is instead.</summary>
+    public static SchemaShape.Column RequireTextShape(IReadOnlyDictionary<string, SchemaShape.Column> columns, string name, string role)
+    {
+        if (!columns.TryGetValue(name, out var column))
+            throw new ArgumentOutOfRangeException("inputSchema", $"Could not find {role} column '{name}'.");
+        if (column.ItemType is not TextDataViewType || column.Kind != SchemaShape.Column.VectorKind.Scalar)
+            throw new ArgumentOutOfRangeException("inputSchema",
+                $"Schema mismatch for {role} column '{name}': expected String (text), got {(column.Kind == SchemaShape.Column.VectorKind.Scalar ? "" : column.Kind + " of ")}{column.ItemType}.");
+        return column;
+    }
+
     /// <summary>Reads a text column's values with a getter, as strings.</summary>
     public static Func<string> TextReader(DataViewRow row, DataViewSchema.Column column)
     {

@@ -58,6 +58,20 @@ public sealed class FineTuneCatalogTests
         StringAssert.Contains(error.Message, "Epochs");
         var folder = Assert.ThrowsExactly<DirectoryNotFoundException>(() => ml.FineTune().Lora(new TextClassificationOptions { BaseModel = "/no/such/model" }));
         StringAssert.Contains(folder.Message, "/no/such/model");
+
+        // The checks of the shared options hold for every task.
+        var dropout = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(new TextClassificationOptions { BaseModel = TinyModels.BertTiny(), Dropout = 1 }));
+        StringAssert.Contains(dropout.Message, "Dropout");
+        var qaDropout = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(new QuestionAnsweringOptions { BaseModel = TinyModels.BertTiny(), Dropout = -0.1 }));
+        StringAssert.Contains(qaDropout.Message, "Dropout");
+        var empty = Directory.CreateTempSubdirectory("mlft-no-adapter-").FullName;
+        try
+        {
+            var adapter = Assert.ThrowsExactly<FileNotFoundException>(() => ml.FineTune().Lora(new QuestionAnsweringOptions { BaseModel = TinyModels.BertTiny(), InitialAdapter = empty }));
+            StringAssert.Contains(adapter.Message, "adapter_config.json");
+            Console.WriteLine(string.Join("\n", error.Message, folder.Message, dropout.Message, qaDropout.Message, adapter.Message));
+        }
+        finally { Directory.Delete(empty); }
     }
 
     [TestMethod]

@@ -93,9 +93,10 @@ internal sealed class AdaptedModel
         return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder), HashBaseFolder(baseFolder));
     }
 
-    /// <summary>Trains the method's parameters with the shared loop.</summary>
+    /// <summary>Trains the method's parameters with the shared loop; <paramref name="progress"/> receives every step
+    /// (the estimator's channel, which forwards to <see cref="FineTuneOptions.Progress"/>).</summary>
     public TrainingResult Train(FineTuneOptions options, MethodOptions method, int seed, int exampleCount, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, Action<string> log, IProgress<TrainingProgress>? progress = null)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, Action<string> log, IProgress<TrainingProgress> progress)
     {
         var parameters = ParameterGroups.FromGroups(Model, Peft.ParameterGroups(MethodConfigs.LoraPlusRatio(method)));
         var trainer = new TrainerOptions
@@ -117,7 +118,7 @@ internal sealed class AdaptedModel
             CheckpointEverySteps = options.CheckpointEverySteps,
             CheckpointDirectory = options.CheckpointDirectory,
             ResumeFromCheckpoint = options.ResumeFromCheckpoint,
-            Progress = progress ?? options.Progress,
+            Progress = progress,
             Log = log,
             CancellationToken = options.CancellationToken,
         };

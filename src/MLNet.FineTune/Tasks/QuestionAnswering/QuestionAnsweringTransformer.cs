@@ -1,8 +1,8 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
+using MLNet.FineTune.Models;
 using MLNet.FineTune.Persistence;
-using MLNet.FineTune.Runtime;
 using MLNet.FineTune.Tasks.FineTuning;
 using MLNet.FineTune.Tasks.QuestionAnswering;
 using MLNet.FineTune.Tasks.Scoring;
@@ -28,17 +28,14 @@ namespace MLNet.FineTune.Tasks.QuestionAnswering;
 /// <item><term>NoAnswerScore</term><description>Single, SQuAD v2.0 models only: no-answer score minus the best span's score; the answer is "" when it exceeds <see cref="NullScoreDifferenceThreshold"/>.</description></item>
 /// </list>
 /// <para><c>mlContext.FineTune().EvaluateQuestionAnswering(scored)</c> scores the output as the official SQuAD scripts do.</para>
-/// <para>Thread safety: <see cref="Transform"/> and prediction engines share one TorchSharp model and are serialised
+/// <para>Thread safety: <see cref="FineTunedTransformer.Transform"/> and prediction engines share one TorchSharp model and are serialised
 /// per transformer; create one PredictionEngine per thread.</para>
 /// </remarks>
-public sealed class QuestionAnsweringTransformer : ITransformer, ICanSaveModel
+public sealed class QuestionAnsweringTransformer : FineTunedTransformer
 {
     internal const string LoaderSignature = "MLFTQuestionAnswering";
     private const string SettingsPayload = "question_answering.json";
-    private const string HistoryPayload = "training_history.json";
 
-    private readonly IHost _host;
-    private readonly IHostEnvironment _env;
     private readonly QuestionAnswererModel _model;
     private readonly Settings _settings;
 
@@ -57,27 +54,18 @@ public sealed class QuestionAnsweringTransformer : ITransformer, ICanSaveModel
         public QaPostProcessor PostProcessor() => new(NBest, MaxAnswerLength, VersionTwoWithNegative, NullScoreDifferenceThreshold);
     }
 
-    internal QuestionAnsweringTransformer(IHostEnvironment env, QuestionAnswererModel model, Settings settings, TrainingHistory? history)
+    internal QuestionAnsweringTransformer(QuestionAnswererModel model, Settings settings, TrainingHistory? history)
+        : base(model.Adapted, settings.Storage, history)
     {
-        _env = env;
-        _host = env.Register(nameof(QuestionAnsweringTransformer));
         _model = model;
         _settings = settings;
-        TrainingHistory = history;
     }
-
-    /// <summary>The training history (epoch, step, loss, learning rate, validation F1, throughput), or null for a
-    /// model loaded from a file saved without one.</summary>
-    public TrainingHistory? TrainingHistory { get; }
 
     /// <summary>True when the model may answer "" (SQuAD v2.0: it was trained with unanswerable questions).</summary>
     public bool VersionTwoWithNegative => _settings.VersionTwoWithNegative;
 
     /// <summary>SQuAD v2.0: the answer is "" when NoAnswerScore exceeds this.</summary>
     public double NullScoreDifferenceThreshold => _settings.NullScoreDifferenceThreshold;
-
-    /// <summary>Trainable and total parameter counts of the adapted model.</summary>
-    public string TrainableParameters => _model.Adapted.Peft.CountParameters().ToString();
 
     /// <summary>
     /// The same model with another no-answer threshold (SQuAD v2.0), sharing its weights: e.g. the
@@ -90,59 +78,27 @@ public sealed class QuestionAnsweringTransformer : ITransformer, ICanSaveModel
             throw new InvalidOperationException("This model was trained without unanswerable questions (SQuAD v1.1 rules) and never answers \"\"; a no-answer threshold does not apply. Train with VersionTwoWithNegative = true.");
         if (double.IsNaN(threshold)) throw new ArgumentOutOfRangeException(nameof(threshold), "The threshold must be a number.");
         var settings = _settings with { NullScoreDifferenceThreshold = threshold };
-        return new QuestionAnsweringTransformer(_env, _model.WithPostProcessor(settings.PostProcessor()), settings, TrainingHistory);
+        return new QuestionAnsweringTransformer(_model.WithPostProcessor(settings.PostProcessor()), settings, TrainingHistory);
     }
 
-    /// <inheritdoc/>
-    public bool IsRowToRowMapper => true;
+    internal override IBatchScorer CreateScorer() => new QuestionAnsweringScorer(_model, _settings);
 
-    /// <inheritdoc/>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => ScoringDataView.BuildOutputSchema(inputSchema, CheckedScorer(inputSchema));
+    internal override void SaveSettings(ModelPayloadWriter payloads) => payloads.AddJson(SettingsPayload, _settings, ModelZipStorage.JsonOptions);
 
-    /// <inheritdoc/>
-    public IDataView Transform(IDataView input) => new ScoringDataView(input, CheckedScorer(input.Schema));
+    // Version 0x00010001: settings JSON, optional training history, the adapted model's payloads (FineTunedTransformer).
+    internal override VersionInfo SavedVersion => GetVersionInfo();
 
-    /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => new ScoringRowMapper(inputSchema, CheckedScorer(inputSchema));
-
-    /// <summary>Writes the adapter in Hugging Face PEFT's format (adapter_config.json, adapter_model.safetensors;
-    /// the span head qa_outputs is saved with it).</summary>
-    public void SaveAdapter(string folder) => _model.Adapted.SaveAdapter(folder);
-
-    /// <summary>Writes a PNG of the training curves.</summary>
-    public void SaveTrainingPlot(string path) =>
-        (TrainingHistory ?? throw new InvalidOperationException("This model has no training history.")).SavePlot(path);
-
-    private QuestionAnsweringScorer CheckedScorer(DataViewSchema schema)
-    {
-        var scorer = new QuestionAnsweringScorer(_model, _settings);
-        scorer.CheckInputSchema(schema);
-        return scorer;
-    }
-
-    // Version 0x00010001: settings JSON, optional training history, the adapted model's payloads (AdaptedModel.Save).
     private static VersionInfo GetVersionInfo() => ModelZipStorage.CreateVersionInfo(
         modelSignature: "MLFTQANS", loaderSignature: LoaderSignature,
         currentVersion: 0x00010001, readableByVersion: 0x00010001, readsBackToVersion: 0x00010001,
         loaderType: typeof(QuestionAnsweringTransformer));
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelZipStorage.Save(ctx, GetVersionInfo(), payloads =>
-    {
-        payloads.AddJson(SettingsPayload, _settings, ModelZipStorage.JsonOptions);
-        if (TrainingHistory is not null) payloads.AddJson(HistoryPayload, TrainingHistoryJson.From(TrainingHistory), ModelZipStorage.JsonOptions);
-        _model.Adapted.Save(payloads, _settings.Storage);
-    });
-
     // Found by ML.NET through the LoadableClass attribute above.
     private static QuestionAnsweringTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
-        var payloads = ModelZipStorage.Load(ctx, GetVersionInfo());
-        var settings = payloads.ReadJson<Settings>(SettingsPayload, ModelZipStorage.JsonOptions);
-        var history = payloads.Contains(HistoryPayload) ? payloads.ReadJson<TrainingHistoryJson>(HistoryPayload, ModelZipStorage.JsonOptions).ToHistory() : null;
-        var internals = env as IHostEnvironmentInternal;
-        var device = ComputeDevice.Select(internals?.GpuDeviceId, internals?.FallbackToCpu ?? true);
-        var adapted = AdaptedModel.Load(payloads, Models.ModelFactory.CreateQuestionAnswering, device, ModelZipStorage.Where(ctx, LoaderSignature));
+        var (settings, history, adapted) = LoadSaved<Settings, QuestionAnsweringModel>(env, ctx, GetVersionInfo(), SettingsPayload,
+            _ => ModelFactory.CreateQuestionAnswering);
         var model = new QuestionAnswererModel(adapted, settings.Featurizer(adapted.Tokenizer), settings.PostProcessor());
-        return new QuestionAnsweringTransformer(env, model, settings, history);
+        return new QuestionAnsweringTransformer(model, settings, history);
     }
 }

@@ -1,0 +1,133 @@
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+using MLNet.FineTune.Checkpoints;
+using MLNet.FineTune.Models;
+using MLNet.FineTune.Peft;
+using MLNet.FineTune.Runtime;
+using MLNet.FineTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MLNet.FineTune.Tasks.FineTuning;
+
+/// <summary>
+/// What every fine-tuning estimator shares: the task and method options (and the checks of
+/// <see cref="FineTuneOptions"/>), the choice of base model, device, precision and seed for a run, the adapted model
+/// built with the options' <see cref="FineTuneOptions.InitialAdapter"/> and <see cref="FineTuneOptions.Dropout"/>, and
+/// training with progress reported to the MLContext and to <see cref="FineTuneOptions.Progress"/>. Each task reads
+/// its rows, supplies its model, loss and validation metric, and builds its transformer.
+/// </summary>
+/// <typeparam name="TOptions">The task's options.</typeparam>
+/// <typeparam name="TTransformer">The fitted transformer.</typeparam>
+public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<TTransformer>
+    where TOptions : FineTuneOptions
+    where TTransformer : FineTunedTransformer
+{
+    private readonly IHostEnvironment _env;
+    private readonly IHost _host;
+
+    /// <summary>Names the log channel and the progress channel of a Fit (e.g. "Fine-tuning a text classifier").</summary>
+    private readonly string _activity;
+
+    internal FineTuningEstimator(IHostEnvironment env, string name, string activity, TOptions options, MethodOptions method)
+    {
+        _env = env ?? throw new ArgumentNullException(nameof(env));
+        _host = env.Register(name);
+        _activity = activity;
+        Options = options ?? throw new ArgumentNullException(nameof(options));
+        Method = method ?? throw new ArgumentNullException(nameof(method));
+        CheckOptions(options);
+    }
+
+    /// <summary>The task options this estimator trains with.</summary>
+    public TOptions Options { get; }
+
+    /// <summary>The method options (LoRA, DoRA, adapters, IA3 or full fine-tuning).</summary>
+    public MethodOptions Method { get; }
+
+    /// <summary>The history of the last <see cref="Fit"/> (also on the returned transformer).</summary>
+    public TrainingHistory? LastTrainingHistory { get; private set; }
+
+    /// <summary>Fine-tunes the base model on <paramref name="input"/> and returns the fitted transformer.</summary>
+    public abstract TTransformer Fit(IDataView input);
+
+    /// <inheritdoc/>
+    public abstract SchemaShape GetOutputSchema(SchemaShape inputSchema);
+
+    /// <summary>Starts the log channel of one Fit (MLContext.Log shows its messages).</summary>
+    private protected IChannel StartChannel() => _host.Start(_activity);
+
+    /// <summary>
+    /// Decides where and how this Fit trains: the base folder (the default MiniLM when none is given), the device
+    /// (the MLContext's GPU choice), the frozen base's dtype (<see cref="FineTuneOptions.Precision"/>) and the seed
+    /// (the options', else the MLContext's), and seeds TorchSharp so a new head and a new adapter start reproducibly.
+    /// </summary>
+    private protected FineTuningRun StartRun(IChannel channel)
+    {
+        var baseFolder = Options.BaseModel ?? DefaultModels.MiniLM();
+        var internals = _env as IHostEnvironmentInternal;
+        var device = ComputeDevice.Select(internals?.GpuDeviceId, internals?.FallbackToCpu ?? false);
+        var baseDType = PrecisionChoice.BaseDType(Options.Precision, device);
+        int seed = Options.Seed ?? internals?.Seed ?? 42;
+        manual_seed(seed);
+        return new FineTuningRun(baseFolder, device, baseDType, seed, channel.Info);
+    }
+
+    /// <summary>
+    /// The task model built from the base folder's config (with <see cref="FineTuneOptions.Dropout"/> applied) and
+    /// weights, with the method injected, or the saved <see cref="FineTuneOptions.InitialAdapter"/> loaded to train on.
+    /// </summary>
+    /// <param name="run">This Fit's run.</param>
+    /// <param name="createTaskModel">Builds the task model (e.g. a sequence classifier with n labels) from a config.</param>
+    /// <param name="peftTaskType">PEFT's task type (<see cref="PeftTaskType"/>), written into a saved adapter.</param>
+    private protected AdaptedModel CreateModel<TModel>(FineTuningRun run, Func<HfConfig, TModel> createTaskModel, string peftTaskType)
+        where TModel : nn.Module, IPretrainedModel =>
+        AdaptedModel.CreateForTraining(run.BaseFolder, config => createTaskModel(ModelDropout.Override(config, Options.Dropout)),
+            MethodConfigs.ToPeftConfig(Method, peftTaskType, run.BaseFolder), run.BaseDType, run.Device, run.Log, Options.InitialAdapter);
+
+    /// <summary>
+    /// Trains <paramref name="adapted"/> with the shared loop, reporting progress to the MLContext's progress channel and
+    /// to <see cref="FineTuneOptions.Progress"/>; records the history as <see cref="LastTrainingHistory"/>.
+    /// </summary>
+    /// <param name="run">This Fit's run.</param>
+    /// <param name="adapted">The model from <see cref="CreateModel{TModel}"/>.</param>
+    /// <param name="exampleLengths">Tokens of each training example (its index is what <paramref name="computeLoss"/> receives).</param>
+    /// <param name="computeLoss">The mean loss of a batch of example indices, a scalar that requires grad.</param>
+    /// <param name="evaluate">The validation metric, or null without a validation set.</param>
+    private protected TrainingResult Train(FineTuningRun run, AdaptedModel adapted, IReadOnlyList<int> exampleLengths,
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate)
+    {
+        using var progress = new TrainingProgressChannel(_host, _activity, Options.Progress);
+        var result = adapted.Train(Options, Method, run.Seed, exampleLengths.Count, exampleLengths, computeLoss, evaluate, run.Log, progress);
+        LastTrainingHistory = result.History;
+        run.Log($"Training ended: {result.StopReason} after {result.StepsCompleted} of {result.TotalSteps} steps" +
+            (result.BestEvaluation is { } best ? $"; best {best.MetricName} {best.Value:G5} at step {result.BestStep}" : ""));
+        return result;
+    }
+
+    /// <summary>An option that counts something and must be at least 1, or an error naming it.</summary>
+    private protected static void RequirePositive(int value, string name)
+    {
+        if (value < 1) throw new ArgumentOutOfRangeException(name, value, $"{name} must be at least 1.");
+    }
+
+    /// <summary>The checks every task's options share; tasks check their own settings after these.</summary>
+    private static void CheckOptions(FineTuneOptions o)
+    {
+        RequirePositive(o.Epochs, nameof(o.Epochs));
+        RequirePositive(o.BatchSize, nameof(o.BatchSize));
+        RequirePositive(o.GradientAccumulationSteps, nameof(o.GradientAccumulationSteps));
+        RequirePositive(o.ScoringBatchSize, nameof(o.ScoringBatchSize));
+        if (o.LearningRate is <= 0) throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "LearningRate must be positive.");
+        if (o.WarmupRatio is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(o.WarmupRatio), o.WarmupRatio, "WarmupRatio must be in [0, 1].");
+        if (o.Dropout is { } dropout && !(dropout >= 0 && dropout < 1))
+            throw new ArgumentOutOfRangeException(nameof(o.Dropout), o.Dropout, "Dropout must be in [0, 1), or null to keep the base model's.");
+        if (o.InitialAdapter is { } adapter && !File.Exists(Path.Combine(adapter, "adapter_config.json")))
+            throw new FileNotFoundException($"InitialAdapter folder {adapter} has no adapter_config.json (expected a folder written by SaveAdapter or by PEFT's save_pretrained).");
+        if (o.BaseModel is { } folder && !Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"BaseModel folder not found: {folder}. Give a Hugging Face model folder (config.json, model.safetensors, tokenizer files), or null for the default MiniLM.");
+    }
+}
+
+/// <summary>One Fit's choices: the base folder, device, dtype of the frozen base and seed; and its log.</summary>
+internal sealed record FineTuningRun(string BaseFolder, Device Device, ScalarType BaseDType, int Seed, Action<string> Log);
