@@ -27,6 +27,7 @@ public abstract class FineTunedTransformer : ITransformer, ICanSaveModel
 
     internal FineTunedTransformer(AdaptedModel adapted, BaseModelStorage storage, TrainingHistory? history)
     {
+        adapted.CheckCanSave(storage); // here, not in Save: ML.NET has already truncated the target file by then
         Adapted = adapted;
         _storage = storage;
         TrainingHistory = history;
