@@ -160,12 +160,28 @@ internal sealed class AdaptedModel
                 Evaluate = evaluate is null ? null : () => { Model.eval(); try { return evaluate(); } finally { Model.train(); } },
                 Options = trainer,
             });
-            if (options.TrainingPlotPath is { } plot) result.History.SavePlot(plot);
+            if (options.TrainingPlotPath is { } plot) SavePlotOrWarn(result.History, plot, log);
             return result;
         }
         finally
         {
             Model.eval();
+        }
+    }
+
+    /// <summary>Writes the plot of <see cref="FineTuneOptions.TrainingPlotPath"/>; a failure is logged, not thrown: the
+    /// trained model matters more than its picture, and the fitted transformer can still write it.</summary>
+    private static void SavePlotOrWarn(TrainingHistory history, string path, Action<string> log)
+    {
+        try
+        {
+            history.SavePlot(path);
+            log($"Training plot written: {path}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException or InvalidOperationException)
+        {
+            log($"Warning: could not write the training plot to TrainingPlotPath '{path}': {e.Message} The trained model is returned; " +
+                "write the plot later with its SaveTrainingPlot(path).");
         }
     }
 

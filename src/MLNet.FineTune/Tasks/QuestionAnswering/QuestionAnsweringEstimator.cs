@@ -72,7 +72,9 @@ public sealed class QuestionAnsweringEstimator : FineTuningEstimator<QuestionAns
         Tensor Loss(IReadOnlyList<int> batch) => answerer.Loss(batch.Select(i => windows[i]).ToList());
         Func<EvaluationResult>? evaluate = validation is null ? null : () => Evaluate(answerer, validation, Options.ScoringBatchSize);
 
-        var result = Train(run, adapted, windows.Select(w => w.Length).ToList(), Loss, evaluate);
+        // Examples are windows; train[i] is row i of the training data (every row is read, in order).
+        var result = Train(run, adapted, windows.Select(w => w.Length).ToList(), Loss, evaluate,
+            batch => DescribeTrainingRows(batch.Select(i => windows[i].ExampleIndex), row => $"question '{train[row].Example.Id}'"));
         return new QuestionAnsweringTransformer(answerer, QuestionAnsweringTransformer.Settings.From(Options, versionTwo), result.History);
     }
 

@@ -64,7 +64,8 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
             return new EvaluationResult("accuracy", (double)correct / validation.Count, HigherIsBetter: true);
         };
 
-        var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate);
+        // Example i is row i of the training data: every row becomes one example, in order.
+        var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, batch => DescribeTrainingRows(batch));
         var settings = new TextClassificationTransformer.Settings(Options.TextColumnName, Options.TextPairColumnName,
             Options.ScoreColumnName, Options.PredictedLabelColumnName, labels.Kind, labels.Names.ToArray(),
             Options.MaxSequenceLength, Options.ScoringBatchSize, Options.BaseModelStorage);
