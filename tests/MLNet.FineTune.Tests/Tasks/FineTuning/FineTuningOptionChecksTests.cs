@@ -1,7 +1,6 @@
 using System.Text.RegularExpressions;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using MLNet.FineTune.Tests.Tasks.QuestionAnswering;
 using MLNet.FineTune.Tests.Training;
 using MLNet.FineTune.Training;
 
@@ -16,19 +15,15 @@ namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 [TestClass]
 public sealed class FineTuningOptionChecksTests
 {
-    private const string TextClassification = "text classification", QuestionAnswering = "question answering";
-
     private static readonly string Folder = Directory.CreateTempSubdirectory("mlft-option-checks-").FullName;
 
-    public sealed class Review { public string Text { get; set; } = ""; public bool Label { get; set; } }
-
-    private static IDataView Data(MLContext ml, string task, int seed) => task == QuestionAnswering
-        ? ml.Data.LoadFromSquadJson(SyntheticSquad.Write(Path.Combine(Folder, $"squad-{seed}.json"), 4, seed))
-        : ml.Data.LoadFromEnumerable(Enumerable.Range(0, 16).Select(i => new Review { Text = i % 2 == 0 ? "the movie was good" : "the food was awful", Label = i % 2 == 0 }).ToList());
-
-    private static FineTuneOptions Options(string task) => task == QuestionAnswering
-        ? new QuestionAnsweringOptions { BaseModel = TinyModels.BertTiny(), MaxSequenceLength = 64, DocStride = 16, Epochs = 1, BatchSize = 4, Precision = TrainingPrecision.Float32, Seed = 3 }
-        : new TextClassificationOptions { BaseModel = TinyModels.BertTiny(), MaxSequenceLength = 16, Epochs = 1, BatchSize = 4, Precision = TrainingPrecision.Float32, Seed = 3 };
+    /// <summary>One epoch on the tiny BERT (the checks run before training, or after a few steps).</summary>
+    private static FineTuneOptions Options(string task)
+    {
+        var options = BothTasks.Options(task, TinyModels.BertTiny());
+        options.Epochs = 1;
+        return options;
+    }
 
     /// <summary>Builds the task's estimator (where the shared checks run) with the method.</summary>
     private static IEstimator<ITransformer> Estimator(MLContext ml, FineTuneOptions options, MethodOptions? method = null) => (options, method) switch
@@ -56,8 +51,8 @@ public sealed class FineTuningOptionChecksTests
     }
 
     [TestMethod]
-    [DataRow(TextClassification)]
-    [DataRow(QuestionAnswering)]
+    [DataRow(BothTasks.TextClassification)]
+    [DataRow(BothTasks.QuestionAnswering)]
     public void OptionsThatWouldBeIgnoredAreRejectedNamingThem(string task)
     {
         StringAssert.Contains(Rejected(task, o => o.EvaluateEverySteps = 10, nameof(FineTuneOptions.EvaluateEverySteps)).Message, "ValidationSet");
@@ -69,7 +64,7 @@ public sealed class FineTuningOptionChecksTests
         // With a validation set (or both checkpoint settings) the same options are accepted.
         var ml = new MLContext(seed: 1);
         var accepted = Options(task);
-        accepted.ValidationSet = Data(ml, task, 2);
+        accepted.ValidationSet = BothTasks.Data(ml, task, 2);
         accepted.EvaluateEverySteps = 10;
         accepted.EarlyStoppingPatience = 2;
         accepted.CheckpointEverySteps = 5;
@@ -78,8 +73,8 @@ public sealed class FineTuningOptionChecksTests
     }
 
     [TestMethod]
-    [DataRow(TextClassification)]
-    [DataRow(QuestionAnswering)]
+    [DataRow(BothTasks.TextClassification)]
+    [DataRow(BothTasks.QuestionAnswering)]
     public void NumbersOutOfRangeAreRejectedNamingTheOption(string task)
     {
         Rejected(task, o => o.MaxGradientNorm = double.NaN, nameof(FineTuneOptions.MaxGradientNorm));
@@ -89,8 +84,8 @@ public sealed class FineTuningOptionChecksTests
         Rejected(task, o => o.WeightDecay = -0.1, nameof(FineTuneOptions.WeightDecay));
         Rejected(task, o => o.WarmupRatio = double.NaN, nameof(FineTuneOptions.WarmupRatio));
         Rejected(task, o => o.EarlyStoppingThreshold = double.NaN, nameof(FineTuneOptions.EarlyStoppingThreshold));
-        Rejected(task, o => { o.ValidationSet = Data(new MLContext(1), task, 2); o.EvaluateEverySteps = 0; }, nameof(FineTuneOptions.EvaluateEverySteps));
-        Rejected(task, o => { o.ValidationSet = Data(new MLContext(1), task, 2); o.EarlyStoppingPatience = 0; }, nameof(FineTuneOptions.EarlyStoppingPatience));
+        Rejected(task, o => { o.ValidationSet = BothTasks.Data(new MLContext(1), task, 2); o.EvaluateEverySteps = 0; }, nameof(FineTuneOptions.EvaluateEverySteps));
+        Rejected(task, o => { o.ValidationSet = BothTasks.Data(new MLContext(1), task, 2); o.EarlyStoppingPatience = 0; }, nameof(FineTuneOptions.EarlyStoppingPatience));
         Rejected(task, o => { o.CheckpointDirectory = Folder; o.CheckpointEverySteps = 0; }, nameof(FineTuneOptions.CheckpointEverySteps));
 
         // 0 is the documented way to turn clipping off.
@@ -100,8 +95,8 @@ public sealed class FineTuningOptionChecksTests
     }
 
     [TestMethod]
-    [DataRow(TextClassification)]
-    [DataRow(QuestionAnswering)]
+    [DataRow(BothTasks.TextClassification)]
+    [DataRow(BothTasks.QuestionAnswering)]
     public void FullFineTuningRejectsModuleChoicesItWouldIgnore(string task)
     {
         Rejected(task, _ => { }, nameof(MethodOptions.TargetModules), new FullFineTuneOptions { TargetModules = ["query"] });
@@ -111,8 +106,8 @@ public sealed class FineTuningOptionChecksTests
     }
 
     [TestMethod]
-    [DataRow(TextClassification)]
-    [DataRow(QuestionAnswering)]
+    [DataRow(BothTasks.TextClassification)]
+    [DataRow(BothTasks.QuestionAnswering)]
     public void APlotPathThatCannotBeWrittenIsRejectedBeforeTraining(string task)
     {
         string option = nameof(FineTuneOptions.TrainingPlotPath);
@@ -125,8 +120,8 @@ public sealed class FineTuningOptionChecksTests
     }
 
     [TestMethod]
-    [DataRow(TextClassification)]
-    [DataRow(QuestionAnswering)]
+    [DataRow(BothTasks.TextClassification)]
+    [DataRow(BothTasks.QuestionAnswering)]
     public void APlotThatFailsAfterTrainingIsAWarningAndTheModelIsReturned(string task)
     {
         var ml = new MLContext(seed: 1);
@@ -137,7 +132,7 @@ public sealed class FineTuningOptionChecksTests
         options.TrainingPlotPath = plot;
         // The path passes the checks; during training a folder takes the file's name, so the write fails at the end.
         options.Progress = new SyncProgress<TrainingProgress>(_ => Directory.CreateDirectory(plot));
-        var model = (Microsoft.ML.ITransformer)Estimator(ml, options).Fit(Data(ml, task, 1));
+        var model = (Microsoft.ML.ITransformer)Estimator(ml, options).Fit(BothTasks.Data(ml, task, 1));
         Console.WriteLine($"{task}: {string.Join("\n", warnings)}");
         Assert.IsNotNull(model);
         Assert.HasCount(1, warnings);
@@ -147,14 +142,14 @@ public sealed class FineTuningOptionChecksTests
         var good = Path.Combine(Folder, $"written-{task.Replace(' ', '-')}", "curves.png");
         options.Progress = null;
         options.TrainingPlotPath = good;
-        Estimator(ml, options).Fit(Data(ml, task, 1));
+        Estimator(ml, options).Fit(BothTasks.Data(ml, task, 1));
         Console.WriteLine($"{task}: {good}: {new FileInfo(good).Length} bytes");
         Assert.IsGreaterThan(1000L, new FileInfo(good).Length);
     }
 
     [TestMethod]
-    [DataRow(TextClassification)]
-    [DataRow(QuestionAnswering)]
+    [DataRow(BothTasks.TextClassification)]
+    [DataRow(BothTasks.QuestionAnswering)]
     public void ANonFiniteLossNamesTheStepAndItsTrainingRows(string task)
     {
         // A huge learning rate: the first step blows the adapter's weights up, and the next loss is not finite.
@@ -163,7 +158,7 @@ public sealed class FineTuningOptionChecksTests
         options.LearningRate = 1e30;
         options.WarmupRatio = 0;
         options.MaxGradientNorm = 0;
-        var data = Data(ml, task, 1);
+        var data = BothTasks.Data(ml, task, 1);
         var error = Assert.ThrowsExactly<NonFiniteLossException>(() => Estimator(ml, options).Fit(data));
         Console.WriteLine($"{task}: {error.Message}");
         StringAssert.Contains(error.Message, $"optimizer step {error.Step}");
@@ -173,7 +168,7 @@ public sealed class FineTuningOptionChecksTests
 
         var listed = Regex.Match(error.Message, @"training rows ([^.]*)\.").Groups[1].Value;
         Assert.IsFalse(string.IsNullOrEmpty(listed), "the message must name the step's training rows");
-        if (task == TextClassification)
+        if (task == BothTasks.TextClassification)
         {
             // One example per row: the rows are the trainer's indices.
             Assert.AreEqual(string.Join(", ", error.ExampleIndices), listed);

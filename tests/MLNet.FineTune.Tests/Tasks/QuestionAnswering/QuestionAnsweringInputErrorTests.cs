@@ -38,34 +38,26 @@ public sealed class QuestionAnsweringInputErrorTests
         Precision = TrainingPrecision.Float32, Seed = 3, ValidationSet = validation,
     };
 
-    private static T Fails<T>(Action action, params string[] expected) where T : Exception
-    {
-        var error = Assert.ThrowsExactly<T>(action);
-        Console.WriteLine(error.Message);
-        foreach (var text in expected) StringAssert.Contains(error.Message, text);
-        return error;
-    }
-
     [TestMethod]
     public void EmptyContextsAndQuestionsAreNamedInTrainingValidationAndScoring()
     {
         var ml = new MLContext(seed: 1);
         var noContext = Rows(4);
         noContext[2].Context = "";
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(noContext)),
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(noContext)),
             "Row 2 of the training data", "column 'Context'", "Remove or fill");
         var noQuestion = Rows(4);
         noQuestion[1].Question = "  ";
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(noQuestion)),
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(noQuestion)),
             "Row 1 of the training data", "column 'Question'");
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options(ml.Data.LoadFromEnumerable(noQuestion))).Fit(ml.Data.LoadFromEnumerable(Rows(4))),
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options(ml.Data.LoadFromEnumerable(noQuestion))).Fit(ml.Data.LoadFromEnumerable(Rows(4))),
             "Row 1 of the validation data", "column 'Question'");
 
         var model = ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(Rows(4)));
-        Fails<InvalidDataException>(() => model.Transform(ml.Data.LoadFromEnumerable(noQuestion)).GetColumn<string>("Answer").ToArray(),
+        NamedErrors.Expect<InvalidDataException>(() => model.Transform(ml.Data.LoadFromEnumerable(noQuestion)).GetColumn<string>("Answer").ToArray(),
             "Row 1 of the data to score", "column 'Question'");
         var engine = ml.Model.CreatePredictionEngine<QaInput, QaOutput>(model);
-        Fails<InvalidDataException>(() => engine.Predict(new QaInput { Context = "", Question = "Where does Anna live?" }), "data to score", "column 'Context'");
+        NamedErrors.Expect<InvalidDataException>(() => engine.Predict(new QaInput { Context = "", Question = "Where does Anna live?" }), "data to score", "column 'Context'");
     }
 
     [TestMethod]
@@ -74,12 +66,12 @@ public sealed class QuestionAnsweringInputErrorTests
         var ml = new MLContext(seed: 1);
         var rows = Rows(4);
         rows[3].AnswerStart = 3; // "a li", not "Oslo"
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(rows)),
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(rows)),
             "Row 3 (question 'q3') of the training data", "'AnswerText'", "\"Oslo\"", "\"a li\"", "'AnswerStart' = 3");
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options(ml.Data.LoadFromEnumerable(rows))).Fit(ml.Data.LoadFromEnumerable(Rows(4))),
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options(ml.Data.LoadFromEnumerable(rows))).Fit(ml.Data.LoadFromEnumerable(Rows(4))),
             "Row 3 (question 'q3') of the validation data");
         rows[3].AnswerStart = 17; // past the end
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(rows)), "question 'q3'", "ends past its context");
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(rows)), "question 'q3'", "ends past its context");
     }
 
     [TestMethod]
@@ -111,7 +103,7 @@ public sealed class QuestionAnsweringInputErrorTests
         foreach (var i in new[] { 2, 4 }) (rows[i].AnswerText, rows[i].AnswerStart, rows[i].AllAnswers, rows[i].IsImpossible) = ("", -1, [], true);
         var options = Options();
         options.VersionTwoWithNegative = false;
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(options).Fit(ml.Data.LoadFromEnumerable(rows)),
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(options).Fit(ml.Data.LoadFromEnumerable(rows)),
             "VersionTwoWithNegative is false", "2 of the 6 training questions", "row 2, question 'q2'");
     }
 
@@ -132,8 +124,8 @@ public sealed class QuestionAnsweringInputErrorTests
         ];
         foreach (var (data, expected) in cases)
         {
-            Fails<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options()).Fit(data), "In the training data: Schema mismatch for " + expected);
-            Fails<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options(data)).Fit(good), "In the validation data: Schema mismatch for " + expected);
+            NamedErrors.Expect<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options()).Fit(data), "In the training data: Schema mismatch for " + expected);
+            NamedErrors.Expect<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options(data)).Fit(good), "In the validation data: Schema mismatch for " + expected);
         }
     }
 

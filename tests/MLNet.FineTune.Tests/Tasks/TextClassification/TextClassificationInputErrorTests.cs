@@ -36,30 +36,22 @@ public sealed class TextClassificationInputErrorTests
         return options;
     }
 
-    private static T Fails<T>(Action action, params string[] expected) where T : Exception
-    {
-        var error = Assert.ThrowsExactly<T>(action);
-        Console.WriteLine(error.Message);
-        foreach (var text in expected) StringAssert.Contains(error.Message, text);
-        return error;
-    }
-
     [TestMethod]
     public void EmptyTextPairsAreNamedInTrainingValidationAndScoring()
     {
         var ml = new MLContext(seed: 1);
         var blankPair = Pairs(8);
         blankPair[3].Answer = " ";
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(PairOptions()).Fit(ml.Data.LoadFromEnumerable(blankPair)),
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(PairOptions()).Fit(ml.Data.LoadFromEnumerable(blankPair)),
             "Row 3 of the training data", "column 'Answer'", "Remove or fill");
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(PairOptions(ml.Data.LoadFromEnumerable(blankPair))).Fit(ml.Data.LoadFromEnumerable(Pairs(8))),
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(PairOptions(ml.Data.LoadFromEnumerable(blankPair))).Fit(ml.Data.LoadFromEnumerable(Pairs(8))),
             "Row 3 of the validation data", "column 'Answer'");
 
         var model = ml.FineTune().Lora(PairOptions()).Fit(ml.Data.LoadFromEnumerable(Pairs(8)));
-        Fails<InvalidDataException>(() => model.Transform(ml.Data.LoadFromEnumerable(blankPair)).GetColumn<float>("Score").ToArray(),
+        NamedErrors.Expect<InvalidDataException>(() => model.Transform(ml.Data.LoadFromEnumerable(blankPair)).GetColumn<float>("Score").ToArray(),
             "Row 3 of the data to score", "column 'Answer'");
         var engine = ml.Model.CreatePredictionEngine<Pair, ReviewPrediction>(model);
-        Fails<InvalidDataException>(() => engine.Predict(new Pair { Premise = "", Answer = "we agree" }), "data to score", "column 'Premise'");
+        NamedErrors.Expect<InvalidDataException>(() => engine.Predict(new Pair { Premise = "", Answer = "we agree" }), "data to score", "column 'Premise'");
     }
 
     public sealed class ReviewPrediction { public bool PredictedLabel { get; set; } public float Score { get; set; } }
@@ -71,10 +63,10 @@ public sealed class TextClassificationInputErrorTests
         var reviews = ml.Data.LoadFromEnumerable(Reviews(8));
         var options = Options();
         options.LabelColumnName = "Sentiment";
-        Fails<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(options).Fit(reviews), "label column 'Sentiment'", "'Label' (Boolean)");
+        NamedErrors.Expect<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(options).Fit(reviews), "label column 'Sentiment'", "'Label' (Boolean)");
 
         var floats = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 8).Select(i => new Rated { Text = "the movie was good", Label = i % 2 }).ToList());
-        Fails<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options()).Fit(floats), "label column 'Label'", "Single", "MapValueToKey");
+        NamedErrors.Expect<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options()).Fit(floats), "label column 'Label'", "Single", "MapValueToKey");
     }
 
     [TestMethod]
@@ -82,17 +74,17 @@ public sealed class TextClassificationInputErrorTests
     {
         var ml = new MLContext(seed: 1);
         var spam = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 8).Select(_ => new Topic { Text = "buy now", Label = "spam" }).ToList());
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(spam), "column 'Label'", "(spam)", "at least 2 classes");
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(spam), "column 'Label'", "(spam)", "at least 2 classes");
 
         // A bool column always has two classes in name: all rows true is one class in fact.
         var allTrue = Reviews(8).Select(r => new Review { Text = r.Text, Label = true }).ToList();
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(allTrue)), "column 'Label'", "(True)", "at least 2 classes");
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(ml.Data.LoadFromEnumerable(allTrue)), "column 'Label'", "(True)", "at least 2 classes");
 
         // Keys: one value seen, whatever the key count.
         var topics = ml.Data.LoadFromEnumerable(new[] { "red", "green", "red", "red" }.Select(c => new Topic { Text = $"the {c} one", Label = c }).ToList());
         var keyMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(topics);
         var onlyRed = keyMap.Transform(ml.Data.LoadFromEnumerable(Enumerable.Range(0, 4).Select(_ => new Topic { Text = "the red one", Label = "red" }).ToList()));
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(onlyRed), "column 'Label'", "(red)");
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(onlyRed), "column 'Label'", "(red)");
     }
 
     [TestMethod]
@@ -101,12 +93,12 @@ public sealed class TextClassificationInputErrorTests
         var ml = new MLContext(seed: 1);
         var reviews = ml.Data.LoadFromEnumerable(Reviews(8));
         var stringLabels = ml.Data.LoadFromEnumerable(new[] { new Topic { Text = "the movie was good", Label = "positive" } });
-        Fails<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options(stringLabels)).Fit(reviews),
+        NamedErrors.Expect<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options(stringLabels)).Fit(reviews),
             "label column 'Label' in the validation data", "Boolean", "String");
 
         var colors = ml.Data.LoadFromEnumerable(new[] { "red", "green", "blue", "red" }.Select(c => new Topic { Text = $"the {c} one", Label = c }).ToList());
         var purple = ml.Data.LoadFromEnumerable(new[] { new Topic { Text = "the red one", Label = "red" }, new Topic { Text = "the purple one", Label = "purple" } });
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options(purple)).Fit(colors), "Row 1 of the validation data", "'purple'", "label column 'Label'", "blue, green, red");
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options(purple)).Fit(colors), "Row 1 of the validation data", "'purple'", "label column 'Label'", "blue, green, red");
     }
 
     [TestMethod]
@@ -119,13 +111,13 @@ public sealed class TextClassificationInputErrorTests
 
         // A label the key mapping does not know becomes the missing key (0).
         var unknown = keyMap.Transform(ml.Data.LoadFromEnumerable(new[] { T("red"), T("purple") }));
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options(unknown)).Fit(keyMap.Transform(train)), "Row 1 of the validation data", "missing key", "label column 'Label'");
-        Fails<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(unknown), "Row 1 of the training data", "missing key");
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options(unknown)).Fit(keyMap.Transform(train)), "Row 1 of the validation data", "missing key", "label column 'Label'");
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options()).Fit(unknown), "Row 1 of the training data", "missing key");
 
         // Validation keys from another mapping (two keys, not three).
         var otherMap = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(new[] { T("red"), T("green") }));
         var twoKeys = otherMap.Transform(ml.Data.LoadFromEnumerable(new[] { T("red") }));
-        Fails<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options(twoKeys)).Fit(keyMap.Transform(train)),
+        NamedErrors.Expect<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options(twoKeys)).Fit(keyMap.Transform(train)),
             "label column 'Label' in the validation data", "Key<3>", "Key<UInt32, 0-1>");
     }
 }
