@@ -1,5 +1,4 @@
 using MLNet.FineTune.Models;
-using MLNet.FineTune.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -10,9 +9,6 @@ namespace MLNet.FineTune.Tests.Models;
 [TestClass]
 public sealed class InvertedDropoutTests
 {
-    [ClassInitialize]
-    public static void Load(TestContext _) => TorchRuntime.EnsureLoaded();
-
     // Odd, so the vectorised body and the scalar tail both run.
     private const long Count = (1 << 20) + 37;
 

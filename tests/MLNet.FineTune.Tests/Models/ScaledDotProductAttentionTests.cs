@@ -1,5 +1,4 @@
 using MLNet.FineTune.Models;
-using MLNet.FineTune.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -10,9 +9,6 @@ namespace MLNet.FineTune.Tests.Models;
 [TestClass]
 public sealed class ScaledDotProductAttentionTests
 {
-    [ClassInitialize]
-    public static void Load(TestContext _) => TorchRuntime.EnsureLoaded();
-
     private const long Batch = 3, Heads = 2, Length = 7, HeadSize = 8;
 
     private static (Tensor Q, Tensor K, Tensor V) Inputs(ScalarType dtype, long keyLength = Length)
