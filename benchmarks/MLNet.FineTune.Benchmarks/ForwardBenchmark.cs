@@ -130,7 +130,7 @@ internal sealed class ForwardBenchmark : IBenchmark
     }
 
     /// <summary>(B, T) ids of real text: row b is [CLS] + T - 2 word pieces of <see cref="Text"/> from offset 7 b (cycled) + [SEP]; no padding.</summary>
-    private static EncoderInputs TextBatch(HfTokenizer tokenizer, int batch, int tokens)
+    internal static EncoderInputs TextBatch(HfTokenizer tokenizer, int batch, int tokens)
     {
         var pieces = tokenizer.Encode(Text, addSpecialTokens: false).Ids;
         long cls = tokenizer.ClsTokenId ?? throw new InvalidOperationException("The MiniLM tokenizer has no [CLS] token."),

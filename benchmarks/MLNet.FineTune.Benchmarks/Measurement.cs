@@ -65,6 +65,12 @@ internal static class MachineInfo
         $"CPU: {Cpu()}, {Environment.ProcessorCount} logical cores; torch threads {torch.get_num_threads()}; " +
         $"TorchSharp {typeof(torch).Assembly.GetName().Version} (libtorch {torch.__version__}); .NET {Environment.Version}; " +
         $"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC";
+
+    /// <summary><see cref="Describe"/>, OpenMP's wait policy (it decides how libtorch's threads behave when other
+    /// processes share the cores) and the load averages around the run.</summary>
+    public static string DescribeRun(string loadBefore, string loadAfter) =>
+        Describe() + $"; OMP_WAIT_POLICY {Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "unset"}; " +
+        $"load average before {loadBefore}, after {loadAfter}";
 }
 
 /// <summary>Markdown tables for stdout.</summary>
