@@ -6,8 +6,8 @@ namespace MLNet.FineTune.Models;
 /// <summary>
 /// softmax(q k^T / sqrt(D) + mask) v with dropout on the probabilities, for every model family. Without dropout (eval,
 /// or p = 0) and on accelerators it is libtorch's <c>scaled_dot_product_attention</c>, unchanged. On the CPU with
-/// dropout, libtorch leaves its fused kernel for its math path (bf16 computed in float32, the mask drawn by
-/// <c>bernoulli_</c>: 4x the forward time of p = 0 here); this computes the same math in the activations' dtype, as
+/// dropout, libtorch leaves its fused kernel for its math path with a <c>bernoulli_</c> mask (5-7x the forward time of
+/// p = 0 on the development machine, docs/performance.md); this computes the same math in the activations' dtype, as
 /// transformers' eager attention does, with <see cref="InvertedDropout"/> on the probabilities.
 /// </summary>
 internal static class ScaledDotProductAttention
