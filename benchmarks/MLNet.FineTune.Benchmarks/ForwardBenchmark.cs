@@ -77,7 +77,7 @@ internal sealed class ForwardBenchmark : IBenchmark
 
         Console.WriteLine($"### MiniLM encoder forward (`forward`), {options.Runs} timed runs after {options.Warmup} warm-up, median");
         Console.WriteLine();
-        Console.WriteLine(MachineInfo.Describe() + $"; load average before {loadBefore}, after {loadAfter}");
+        Console.WriteLine(MachineInfo.DescribeRun(loadBefore, loadAfter));
         Console.WriteLine();
         Console.WriteLine(Markdown.Table(
             ["dtype", "batch x tokens", "median ms (min..max)", "sequences/s", "tokens/s", "GFLOP/s", "% of matmul peak"],
@@ -130,7 +130,7 @@ internal sealed class ForwardBenchmark : IBenchmark
     }
 
     /// <summary>(B, T) ids of real text: row b is [CLS] + T - 2 word pieces of <see cref="Text"/> from offset 7 b (cycled) + [SEP]; no padding.</summary>
-    private static EncoderInputs TextBatch(HfTokenizer tokenizer, int batch, int tokens)
+    internal static EncoderInputs TextBatch(HfTokenizer tokenizer, int batch, int tokens)
     {
         var pieces = tokenizer.Encode(Text, addSpecialTokens: false).Ids;
         long cls = tokenizer.ClsTokenId ?? throw new InvalidOperationException("The MiniLM tokenizer has no [CLS] token."),

@@ -66,6 +66,11 @@ internal static class MachineInfo
         $"OpenMP wait policy {MLNet.FineTune.Runtime.TorchRuntime.ThreadWaitPolicy}; " +
         $"TorchSharp {typeof(torch).Assembly.GetName().Version} (libtorch {torch.__version__}); .NET {Environment.Version}; " +
         $"{DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC";
+
+    /// <summary><see cref="Describe"/>, OpenMP's wait policy (it decides how libtorch's threads behave when other
+    /// processes share the cores) and the load averages around the run.</summary>
+    public static string DescribeRun(string loadBefore, string loadAfter) =>
+        Describe() + $"; load average before {loadBefore}, after {loadAfter}";
 }
 
 /// <summary>Markdown tables for stdout.</summary>

@@ -9,6 +9,8 @@ IBenchmark[] benchmarks =
 [
     new ForwardBenchmark(),
     new TrainBenchmark(),
+    new DropoutBenchmark(),
+    new DropoutTrainBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")

@@ -68,7 +68,7 @@ internal sealed class TrainBenchmark : IBenchmark
 
         Console.WriteLine($"### MiniLM LoRA training (`train`): {MeasuredTime.TotalSeconds:F0} s (at least {MinMeasuredSteps} steps) per configuration after {Math.Max(options.Warmup, 1)} warm-up steps, median of the steps");
         Console.WriteLine();
-        Console.WriteLine(MachineInfo.Describe() + $"; load average before {loadBefore}, after {loadAfter}");
+        Console.WriteLine(MachineInfo.DescribeRun(loadBefore, loadAfter));
         Console.WriteLine();
         Console.WriteLine($"Data: {examples.Count} examples of 1-{MaxSentencesPerExample} consecutive same-label sentences of `{ReviewsFile}`, " +
                           $"at most {MaxSequenceLength} tokens (median {lengths[lengths.Length / 2]}, mean {lengths.Average():F1}), dynamic padding, " +

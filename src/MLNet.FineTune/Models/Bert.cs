@@ -104,7 +104,7 @@ public sealed class BertModel : EncoderModel
 public sealed class BertForSequenceClassification : SequenceClassificationModel
 {
     private BertModel bert;
-    private Dropout dropout;
+    private InvertedDropout dropout;
     private nn.Module<Tensor, Tensor> classifier;
 
     /// <summary>Builds the model; the head is initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
@@ -112,7 +112,7 @@ public sealed class BertForSequenceClassification : SequenceClassificationModel
     {
         var cfg = BertConfig.FromHf(config);
         bert = new BertModel(cfg, config, addPoolingLayer: true);
-        dropout = nn.Dropout(cfg.ClassifierDropout ?? cfg.HiddenDropoutProb);
+        dropout = new InvertedDropout(cfg.ClassifierDropout ?? cfg.HiddenDropoutProb);
         classifier = nn.Linear(cfg.HiddenSize, numLabels);
         RegisterComponents();
         HfInit.Apply(classifier, cfg.InitializerRange);
@@ -172,7 +172,7 @@ internal sealed class BertEmbeddings : nn.Module<Tensor, Tensor?, Tensor, Tensor
     internal Embedding position_embeddings;
     private Embedding token_type_embeddings;
     private LayerNorm LayerNorm;
-    private Dropout dropout;
+    private InvertedDropout dropout;
 
     /// <param name="cfg">Sizes, vocabulary and dropout.</param>
     /// <param name="positionPaddingIdx">RoBERTa's position table has a padding row (pad_token_id); BERT's has none.</param>
@@ -182,7 +182,7 @@ internal sealed class BertEmbeddings : nn.Module<Tensor, Tensor?, Tensor, Tensor
         position_embeddings = nn.Embedding(cfg.MaxPositionEmbeddings, cfg.HiddenSize, padding_idx: positionPaddingIdx);
         token_type_embeddings = nn.Embedding(cfg.TypeVocabSize, cfg.HiddenSize);
         LayerNorm = nn.LayerNorm(cfg.HiddenSize, cfg.LayerNormEps);
-        dropout = nn.Dropout(cfg.HiddenDropoutProb);
+        dropout = new InvertedDropout(cfg.HiddenDropoutProb);
         RegisterComponents();
     }
 
@@ -284,13 +284,13 @@ internal sealed class BertResidualOutput : nn.Module<Tensor, Tensor, Tensor>
 {
     private nn.Module<Tensor, Tensor> dense;
     private LayerNorm LayerNorm;
-    private Dropout dropout;
+    private InvertedDropout dropout;
 
     public BertResidualOutput(int inSize, int outSize, BertConfig cfg) : base(nameof(BertResidualOutput))
     {
         dense = nn.Linear(inSize, outSize);
         LayerNorm = nn.LayerNorm(outSize, cfg.LayerNormEps);
-        dropout = nn.Dropout(cfg.HiddenDropoutProb);
+        dropout = new InvertedDropout(cfg.HiddenDropoutProb);
         RegisterComponents();
     }
 

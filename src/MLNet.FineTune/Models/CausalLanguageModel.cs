@@ -110,7 +110,7 @@ internal static class CausalAttention
 
     /// <summary>Scaled dot-product attention over (B, H, T, D) queries and (B, H, S, D) keys/values.</summary>
     public static Tensor Attend(Tensor query, Tensor key, Tensor value, AttentionMasking masking, double dropout) =>
-        nn.functional.scaled_dot_product_attention(query, key, value, masking.Mask, dropout, is_casual: masking.IsCausal);
+        ScaledDotProductAttention.Compute(query, key, value, masking.Mask, masking.IsCausal, dropout);
 
     /// <summary>Grouped-query attention: each of the Hkv key/value heads serves <paramref name="groups"/> query heads.</summary>
     public static Tensor RepeatKeyValueHeads(Tensor x, int groups) =>   // (B, Hkv, S, D) -> (B, Hkv * groups, S, D)

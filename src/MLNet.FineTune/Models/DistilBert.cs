@@ -100,7 +100,7 @@ public sealed class DistilBertForSequenceClassification : SequenceClassification
     private DistilBertModel distilbert;
     private nn.Module<Tensor, Tensor> pre_classifier;
     private nn.Module<Tensor, Tensor> classifier;
-    private Dropout dropout;
+    private InvertedDropout dropout;
 
     /// <summary>Builds the model; both head layers are initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
     public DistilBertForSequenceClassification(HfConfig config, int numLabels) : base(nameof(DistilBertForSequenceClassification), numLabels)
@@ -109,7 +109,7 @@ public sealed class DistilBertForSequenceClassification : SequenceClassification
         distilbert = new DistilBertModel(cfg, config);
         pre_classifier = nn.Linear(cfg.Dim, cfg.Dim);
         classifier = nn.Linear(cfg.Dim, numLabels);
-        dropout = nn.Dropout(cfg.SeqClassifDropout);
+        dropout = new InvertedDropout(cfg.SeqClassifDropout);
         RegisterComponents();
         HfInit.Apply(pre_classifier, cfg.InitializerRange);
         HfInit.Apply(classifier, cfg.InitializerRange);
@@ -134,7 +134,7 @@ public sealed class DistilBertForQuestionAnswering : QuestionAnsweringModel
 {
     private DistilBertModel distilbert;
     private nn.Module<Tensor, Tensor> qa_outputs;
-    private Dropout dropout;
+    private InvertedDropout dropout;
 
     /// <summary>Builds the model; <c>qa_outputs</c> is initialised as transformers does.</summary>
     public DistilBertForQuestionAnswering(HfConfig config) : base(nameof(DistilBertForQuestionAnswering))
@@ -142,7 +142,7 @@ public sealed class DistilBertForQuestionAnswering : QuestionAnsweringModel
         var cfg = DistilBertConfig.FromHf(config);
         distilbert = new DistilBertModel(cfg, config);
         qa_outputs = nn.Linear(cfg.Dim, 2);
-        dropout = nn.Dropout(cfg.QaDropout);
+        dropout = new InvertedDropout(cfg.QaDropout);
         RegisterComponents();
         HfInit.Apply(qa_outputs, cfg.InitializerRange);
     }
@@ -164,14 +164,14 @@ internal sealed class DistilBertEmbeddings : nn.Module<Tensor, Tensor, Tensor>
     internal Embedding word_embeddings;
     private Embedding position_embeddings;
     private LayerNorm LayerNorm;
-    private Dropout dropout;
+    private InvertedDropout dropout;
 
     public DistilBertEmbeddings(DistilBertConfig cfg) : base(nameof(DistilBertEmbeddings))
     {
         word_embeddings = nn.Embedding(cfg.VocabSize, cfg.Dim, padding_idx: cfg.PadTokenId);
         position_embeddings = nn.Embedding(cfg.MaxPositionEmbeddings, cfg.Dim);
         LayerNorm = nn.LayerNorm(cfg.Dim, cfg.LayerNormEps);
-        dropout = nn.Dropout(cfg.Dropout);
+        dropout = new InvertedDropout(cfg.Dropout);
         RegisterComponents();
     }
 
@@ -259,14 +259,14 @@ internal sealed class DistilBertFeedForward : nn.Module<Tensor, Tensor>
     private nn.Module<Tensor, Tensor> lin1;
     private nn.Module<Tensor, Tensor> lin2;
     private nn.Module<Tensor, Tensor> activation;
-    private Dropout dropout;
+    private InvertedDropout dropout;
 
     public DistilBertFeedForward(DistilBertConfig cfg) : base(nameof(DistilBertFeedForward))
     {
         lin1 = nn.Linear(cfg.Dim, cfg.HiddenDim);
         lin2 = nn.Linear(cfg.HiddenDim, cfg.Dim);
         activation = Activations.Create(cfg.Activation, key: "activation");
-        dropout = nn.Dropout(cfg.Dropout);
+        dropout = new InvertedDropout(cfg.Dropout);
         RegisterComponents();
     }
 

@@ -44,14 +44,14 @@ internal static class EncoderAttention
     /// <param name="v">(B, T, H) values.</param>
     /// <param name="heads">Number of heads nh; head size hs = H / nh.</param>
     /// <param name="additiveMask">(B, 1, 1, T) from <see cref="PaddingMask"/>, or null.</param>
-    /// <param name="dropout">Attention-probability dropout (applied by the kernel; pass 0 in eval).</param>
+    /// <param name="dropout">Attention-probability dropout (pass 0 in eval).</param>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int heads, Tensor? additiveMask, double dropout)
     {
         long batch = q.shape[0], time = q.shape[1], hidden = q.shape[2];
         long headSize = hidden / heads;
         Tensor Split(Tensor x) => x.view(batch, -1, heads, headSize).transpose(1, 2);      // (B, nh, T, hs)
         // softmax(q k^T / sqrt(hs) + mask) v, in the activations' dtype as transformers' sdpa path does
-        var context = nn.functional.scaled_dot_product_attention(Split(q), Split(k), Split(v), additiveMask, dropout);
+        var context = ScaledDotProductAttention.Compute(Split(q), Split(k), Split(v), additiveMask, isCausal: false, dropout);
         return context.transpose(1, 2).reshape(batch, time, hidden);                       // (B, T, H)
     }
 

@@ -71,7 +71,7 @@ public sealed class Gpt2Attention : nn.Module
 {
     private nn.Module<Tensor, Tensor> c_attn;
     private nn.Module<Tensor, Tensor> c_proj;
-    private readonly Dropout resid_dropout;
+    private readonly InvertedDropout resid_dropout;
     private readonly int _heads, _layerIndex;
     private readonly double _attentionDropout, _queryScale;
 
@@ -79,7 +79,7 @@ public sealed class Gpt2Attention : nn.Module
     {
         c_attn = new Conv1D(config.NEmbd, 3 * config.NEmbd);
         c_proj = new Conv1D(config.NEmbd, config.NEmbd);
-        resid_dropout = nn.Dropout(config.ResidPdrop);
+        resid_dropout = new InvertedDropout(config.ResidPdrop);
         (_heads, _layerIndex, _attentionDropout) = (config.NHead, layerIndex, config.AttnPdrop);
         // SDPA scales by 1/sqrt(D); other GPT-2 scalings are folded into the queries.
         double headDim = config.NEmbd / config.NHead, wanted = config.ScaleAttnWeights ? 1 / Math.Sqrt(headDim) : 1;
@@ -106,14 +106,14 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
 {
     private nn.Module<Tensor, Tensor> c_fc;
     private nn.Module<Tensor, Tensor> c_proj;
-    private readonly Dropout dropout;
+    private readonly InvertedDropout dropout;
     private readonly Func<Tensor, Tensor> _activation;
 
     internal Gpt2Mlp(Gpt2Config config, string configPath) : base(nameof(Gpt2Mlp))
     {
         c_fc = new Conv1D(config.NEmbd, config.NInner);
         c_proj = new Conv1D(config.NInner, config.NEmbd);
-        dropout = nn.Dropout(config.ResidPdrop);
+        dropout = new InvertedDropout(config.ResidPdrop);
         _activation = Activations.Function(config.ActivationFunction, configPath, "activation_function");
         RegisterComponents();
     }
@@ -151,7 +151,7 @@ public sealed class Gpt2Model : nn.Module
 {
     private readonly Embedding wte;
     private readonly Embedding wpe;
-    private readonly Dropout drop;
+    private readonly InvertedDropout drop;
     private readonly ModuleList<Gpt2Block> h;
     private readonly LayerNorm ln_f;
     private readonly int _maxPositions;
@@ -161,7 +161,7 @@ public sealed class Gpt2Model : nn.Module
         wte = nn.Embedding(config.VocabSize, config.NEmbd);
         wpe = nn.Embedding(config.NPositions, config.NEmbd);
         using (no_grad()) { nn.init.normal_(wte.weight, 0, 0.02); nn.init.normal_(wpe.weight, 0, 0.02); }
-        drop = nn.Dropout(config.EmbdPdrop);
+        drop = new InvertedDropout(config.EmbdPdrop);
         h = nn.ModuleList(Enumerable.Range(0, config.NLayer).Select(i => new Gpt2Block(config, i, configPath)).ToArray());
         ln_f = nn.LayerNorm(config.NEmbd, config.LayerNormEpsilon);
         _maxPositions = config.NPositions;

@@ -125,13 +125,13 @@ public sealed class RobertaForQuestionAnswering : QuestionAnsweringModel
 internal sealed class RobertaClassificationHead : nn.Module<Tensor, Tensor>
 {
     private nn.Module<Tensor, Tensor> dense;
-    private Dropout dropout;
+    private InvertedDropout dropout;
     private nn.Module<Tensor, Tensor> out_proj;
 
     public RobertaClassificationHead(BertConfig cfg, int numLabels) : base(nameof(RobertaClassificationHead))
     {
         dense = nn.Linear(cfg.HiddenSize, cfg.HiddenSize);
-        dropout = nn.Dropout(cfg.ClassifierDropout ?? cfg.HiddenDropoutProb);
+        dropout = new InvertedDropout(cfg.ClassifierDropout ?? cfg.HiddenDropoutProb);
         out_proj = nn.Linear(cfg.HiddenSize, numLabels);
         RegisterComponents();
     }

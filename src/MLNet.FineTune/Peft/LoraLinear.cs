@@ -1,3 +1,4 @@
+using MLNet.FineTune.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -49,7 +50,7 @@ public sealed class LoraLinear : AdaptedLinear
         var device = weight.device;
         lora_A = nn.Linear(InFeatures, rank, hasBias: false, device: device, dtype: adapterDType);
         lora_B = nn.Linear(rank, OutFeatures, hasBias: false, device: device, dtype: adapterDType);
-        lora_dropout = dropout > 0 ? nn.Dropout(dropout) : nn.Identity();
+        lora_dropout = new InvertedDropout(dropout);
         using (no_grad())
         {
             Initialise(init);

@@ -169,7 +169,7 @@ public sealed class AdapterLayerTests
         manual_seed(13);
         var output = layer.call(x);
         manual_seed(13);
-        var dropped = nn.functional.dropout(x, 0.5, training: true);   // the same mask (same generator state)
+        var dropped = InvertedDropout.Apply(x, 0.5, training: true);   // the same mask (same generator state)
         var adapted = w + layer.DeltaOutIn(ScalarType.Float32);
         var scale = layer.MagnitudeVector! / linalg.vector_norm(adapted, 2, dims: [1]);
         var expected = nn.functional.linear(x, w, linear.Bias)
@@ -191,7 +191,7 @@ public sealed class AdapterLayerTests
         manual_seed(16);
         var trainOut = layer.call(x);
         manual_seed(16);
-        var expected = baseOut + nn.functional.dropout(x, 0.5, training: true).matmul(layer.LoraA.t()).matmul(layer.LoraB.t()) * 2;
+        var expected = baseOut + InvertedDropout.Apply(x, 0.5, training: true).matmul(layer.LoraA.t()).matmul(layer.LoraB.t()) * 2;
         Assert.IsTrue(MaxAbsDiff(trainOut, expected) < 1e-5);
         layer.eval();
         var evalExpected = baseOut + x.matmul(layer.LoraA.t()).matmul(layer.LoraB.t()) * 2;

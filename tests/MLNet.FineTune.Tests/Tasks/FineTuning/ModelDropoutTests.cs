@@ -88,11 +88,11 @@ public sealed class ModelDropoutTests
         foreach (var key in new[] { "dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout" })
             Assert.AreEqual(0.25, distil.GetDouble(key), key);
 
-        // Every nn.Dropout of the task models carries the override (attention dropout is a probability, checked above).
+        // Every dropout module of the task models carries the override (attention dropout is a probability, checked above).
         foreach (var config in new[] { bert, withClassifier, distil })
             foreach (var (head, model) in TaskModels(config))
             {
-                var probabilities = model.modules().OfType<TorchSharp.Modules.Dropout>().Select(d => d.p).ToList();
+                var probabilities = model.modules().OfType<MLNet.FineTune.Models.InvertedDropout>().Select(d => d.P).ToList();
                 Console.WriteLine($"{config.ModelType} {head}: {probabilities.Count} dropout modules, p = {string.Join(", ", probabilities.Distinct())}");
                 Assert.IsNotEmpty(probabilities);
                 Assert.IsTrue(probabilities.All(p => p == 0.25), $"{config.ModelType} {head}: dropout modules at {string.Join(", ", probabilities.Distinct())}");

@@ -55,7 +55,11 @@ public sealed class TextClassificationEndToEndTests
         var ml = new MLContext(seed: 1);
         var train = ml.Data.LoadFromEnumerable(Reviews(128, 1));
         var test = ml.Data.LoadFromEnumerable(Reviews(60, 2));
-        var model = ml.FineTune().Lora(MiniLmOptions(test), new LoraOptions { TargetModules = ["query", "key", "value", "dense"] }).Fit(train);
+        var options = MiniLmOptions(test);
+        // After 2 epochs the mean of the last 3 losses sat at 0.47-0.57 over seeds 1-6 (the bound, 0.7 x 0.69, is 0.48),
+        // with libtorch's dropout and the library's alike; the third epoch is where it falls: 0.05-0.12 on every seed.
+        options.Epochs = 3;
+        var model = ml.FineTune().Lora(options, new LoraOptions { TargetModules = ["query", "key", "value", "dense"] }).Fit(train);
 
         var steps = model.TrainingHistory!.Steps;
         double firstLoss = steps.Take(3).Average(s => s.Loss), lastLoss = steps.TakeLast(3).Average(s => s.Loss);
