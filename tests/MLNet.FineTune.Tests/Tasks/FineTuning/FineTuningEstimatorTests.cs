@@ -3,9 +3,9 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.FineTune.Tasks.FineTuning;
-using MLNet.FineTune.Tests.Tasks.QuestionAnswering;
 using MLNet.FineTune.Tests.Training;
 using MLNet.FineTune.Training;
+using static MLNet.FineTune.Tests.Tasks.FineTuning.TinyFineTuning;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 
@@ -18,43 +18,7 @@ namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 [TestClass]
 public sealed class FineTuningEstimatorTests
 {
-    private const string TextClassification = "text classification", QuestionAnswering = "question answering";
-
-    public sealed class Review { public string Text { get; set; } = ""; public bool Label { get; set; } }
-
-    private static readonly string Folder = Directory.CreateTempSubdirectory("mlft-finetuning-tests-").FullName;
-
-    /// <summary>32 rows of the task: short reviews with bool labels, or 8 synthetic SQuAD contexts with 4 questions each.</summary>
-    private static IDataView Data(MLContext ml, string task, int seed)
-    {
-        if (task == QuestionAnswering) return ml.Data.LoadFromSquadJson(SyntheticSquad.Write(Path.Combine(Folder, $"squad-{seed}.json"), 8, seed));
-        string[] good = ["good", "great", "excellent", "lovely"], bad = ["bad", "awful", "terrible", "boring"], subjects = ["movie", "food", "room", "book"];
-        var rng = new Random(seed);
-        return ml.Data.LoadFromEnumerable(Enumerable.Range(0, 32).Select(i => new Review
-        {
-            Label = i % 2 == 0,
-            Text = $"the {subjects[rng.Next(4)]} was {(i % 2 == 0 ? good : bad)[rng.Next(4)]}",
-        }).ToList());
-    }
-
-    private static FineTuneOptions Options(string task, string baseModel) => task == QuestionAnswering
-        ? new QuestionAnsweringOptions { BaseModel = baseModel, MaxSequenceLength = 64, DocStride = 16, Epochs = 2, BatchSize = 8, LearningRate = 1e-2, Precision = TrainingPrecision.Float32, Seed = 3 }
-        : new TextClassificationOptions { BaseModel = baseModel, MaxSequenceLength = 16, Epochs = 2, BatchSize = 8, LearningRate = 1e-2, Precision = TrainingPrecision.Float32, Seed = 3 };
-
-    private static FineTunedTransformer Fit(MLContext ml, FineTuneOptions options, IDataView train)
-    {
-        var lora = new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, TargetModules = ["query", "key", "value", "dense"] };
-        return options switch
-        {
-            TextClassificationOptions o => ml.FineTune().Lora(o, lora).Fit(train),
-            QuestionAnsweringOptions o => ml.FineTune().Lora(o, lora).Fit(train),
-            _ => throw new ArgumentException($"No task for {options.GetType().Name}."),
-        };
-    }
-
-    private static float[] Scores(FineTunedTransformer model, IDataView data) => model.Transform(data).GetColumn<float>("Score").ToArray();
-
-    private static double MaxDifference(float[] a, float[] b) => a.Zip(b).Max(p => Math.Abs((double)p.First - p.Second));
+    private const string TextClassification = TextClassificationTask, QuestionAnswering = QuestionAnsweringTask;
 
     [TestMethod]
     [DataRow(TextClassification)]
