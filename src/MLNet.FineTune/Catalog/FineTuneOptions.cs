@@ -117,7 +117,10 @@ public abstract class FineTuneOptions
     /// <summary>Write a checkpoint every this many optimizer steps (requires <see cref="CheckpointDirectory"/>).</summary>
     public int? CheckpointEverySteps { get; set; }
 
-    /// <summary>Resume training from a checkpoint folder written by an earlier run with the same options.</summary>
+    /// <summary>Resume training from a checkpoint folder written by an earlier run with the same options. A checkpoint
+    /// of another run is refused, before anything is loaded, with an error naming what differs: the base model (its
+    /// files' hash), the method's settings (rank, alpha, targets), the task's settings (labels, sequence length), the
+    /// seed, batch size, gradient accumulation or length bucketing.</summary>
     public string? ResumeFromCheckpoint { get; set; }
 
     /// <summary>Write a PNG of the training curves here when training ends.</summary>

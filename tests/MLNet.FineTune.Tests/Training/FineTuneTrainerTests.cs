@@ -343,6 +343,56 @@ public sealed class FineTuneTrainerTests
         StringAssert.Contains(e.Message, "TrainerOptions.BatchSize");
     }
 
+    [TestMethod]
+    public void ResumeRefusesAnotherRunsCheckpointNamingWhatDiffersAndKeepsTheWeights()
+    {
+        var checkpoints = Path.Combine(_dir, "run");
+        var written = new Dictionary<string, string> { ["base model"] = "abc123", ["method"] = """{"peft_type":"LORA","r":4,"lora_alpha":8}""", ["task"] = """{"labels":["neg","pos"]}""" };
+        using (var task = new TinyTask(24))
+            FineTuneTrainer.Train(task.Setup(Base with { CheckpointEverySteps = 2, CheckpointDirectory = checkpoints, MaxSteps = 2 }, fingerprint: written));
+
+        // Same shapes, same data order: only the fingerprint tells these runs apart.
+        var other = new Dictionary<string, string>(written) { ["method"] = """{"peft_type":"LORA","r":8,"lora_alpha":8}""", ["task"] = """{"labels":["bad","good"]}""" };
+        using var again = new TinyTask(24, modelSeed: 2);
+        using var before = new Weights(again.Snapshot());
+        var e = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { ResumeFromCheckpoint = checkpoints }, fingerprint: other)));
+        using var after = new Weights(again.Snapshot());
+        double changed = TinyTask.MaxDifference(before.Map, after.Map);
+        Console.WriteLine($"{e.Message}\nweights changed by the refused resume: max {changed:E2}");
+        StringAssert.Contains(e.Message, "method: r 4 in the checkpoint, 8 now");
+        StringAssert.Contains(e.Message, """task: labels ["neg","pos"] in the checkpoint, ["bad","good"] now""");
+        Assert.DoesNotContain("base model:", e.Message, "the base model agrees and must not be named");
+        Assert.AreEqual(0.0, changed);
+
+        var unrecorded = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { ResumeFromCheckpoint = checkpoints })));
+        Console.WriteLine(unrecorded.Message);
+        StringAssert.Contains(unrecorded.Message, "base model (recorded in the checkpoint as abc123; this run has none)");
+
+        using var same = new TinyTask(24);
+        var resumed = FineTuneTrainer.Train(same.Setup(Base with { ResumeFromCheckpoint = checkpoints, MaxSteps = 3 }, fingerprint: written));
+        Assert.AreEqual(3L, resumed.StepsCompleted, "the run that wrote the checkpoint resumes");
+    }
+
+    [TestMethod]
+    public void ACheckpointThatDoesNotFitTheOptimizerLeavesTheWeightsAsTheyWere()
+    {
+        // Same parameter names and shapes (the weights file fits), but the second run gives the classifier its own
+        // learning rate: another bucket layout, which the optimizer state does not fit.
+        var checkpoints = Path.Combine(_dir, "run");
+        using (var task = new TinyTask(24))
+            FineTuneTrainer.Train(task.Setup(Base with { CheckpointEverySteps = 2, CheckpointDirectory = checkpoints, MaxSteps = 2 }));
+        using var again = new TinyTask(24, modelSeed: 2);
+        using var before = new Weights(again.Snapshot());
+        var setup = again.Setup(Base with { ResumeFromCheckpoint = checkpoints },
+            parameters: again.Parameters().Select(p => p.Name.StartsWith("classifier", StringComparison.Ordinal) ? p with { LearningRateMultiplier = 2 } : p).ToList());
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => FineTuneTrainer.Train(setup));
+        using var after = new Weights(again.Snapshot());
+        double changed = TinyTask.MaxDifference(before.Map, after.Map);
+        Console.WriteLine($"{e.Message}\nweights changed by the refused resume: max {changed:E2}");
+        StringAssert.Contains(e.Message, "optimizer");
+        Assert.AreEqual(0.0, changed, "the checkpoint's weights were copied in before its optimizer state was refused");
+    }
+
     /// <summary>A frozen bfloat16 base with a float32 adapter that casts inside forward, as the PEFT wrappers do.</summary>
     private sealed class Bf16BaseWithAdapter : nn.Module<Tensor, Tensor>
     {

@@ -94,9 +94,11 @@ internal sealed class AdaptedModel
     }
 
     /// <summary>Trains the method's parameters with the shared loop; <paramref name="progress"/> receives every step
-    /// (the estimator's channel, which forwards to <see cref="FineTuneOptions.Progress"/>).</summary>
+    /// (the estimator's channel, which forwards to <see cref="FineTuneOptions.Progress"/>). <paramref name="taskSettings"/>
+    /// (JSON: labels, lengths) joins the base model's hash and the method's config in the run fingerprint every
+    /// checkpoint records, so that resuming from another run's checkpoint fails naming what differs.</summary>
     public TrainingResult Train(FineTuneOptions options, MethodOptions method, int seed, int exampleCount, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, Action<string> log, IProgress<TrainingProgress> progress)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Action<string> log, IProgress<TrainingProgress> progress)
     {
         var parameters = ParameterGroups.FromGroups(Model, Peft.ParameterGroups(MethodConfigs.LoraPlusRatio(method)));
         var trainer = new TrainerOptions
@@ -133,6 +135,7 @@ internal sealed class AdaptedModel
                 ExampleLengths = exampleLengths,
                 ComputeLoss = computeLoss,
                 Evaluate = evaluate is null ? null : () => { Model.eval(); try { return evaluate(); } finally { Model.train(); } },
+                RunFingerprint = RunFingerprint(taskSettings),
                 Options = trainer,
             });
             if (options.TrainingPlotPath is { } plot) result.History.SavePlot(plot);
@@ -143,6 +146,16 @@ internal sealed class AdaptedModel
             Model.eval();
         }
     }
+
+    /// <summary>What identifies a training run of this model: the base weights (the folder's hash, which does not
+    /// depend on where the folder lies), the method's config (rank, alpha, targets; not the folder's path) and the
+    /// task's settings.</summary>
+    private Dictionary<string, string> RunFingerprint(string taskSettings) => new(StringComparer.Ordinal)
+    {
+        ["base model SHA-256"] = BaseSha256 ?? throw new InvalidOperationException("A model loaded from a self-contained model.zip has no base folder to train on."),
+        ["method"] = PeftConfigJson.WriteModelMethod(Peft.Config with { BaseModelNameOrPath = null, InferenceMode = false }),
+        ["task"] = taskSettings,
+    };
 
     /// <summary>Writes the model into model.zip payloads: base config, tokenizer files, the method's config, and
     /// either every weight (self-contained) or the trained ones plus the base folder's path and hash.</summary>

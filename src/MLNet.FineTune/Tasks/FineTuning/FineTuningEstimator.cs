@@ -94,11 +94,13 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// <param name="exampleLengths">Tokens of each training example (its index is what <paramref name="computeLoss"/> receives).</param>
     /// <param name="computeLoss">The mean loss of a batch of example indices, a scalar that requires grad.</param>
     /// <param name="evaluate">The validation metric, or null without a validation set.</param>
+    /// <param name="taskSettings">The task's settings that shape its examples and outputs (labels, lengths), as JSON:
+    /// checkpoints record them, so a resume with other settings is refused.</param>
     private protected TrainingResult Train(FineTuningRun run, AdaptedModel adapted, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings)
     {
         using var progress = new TrainingProgressChannel(_host, _activity, Options.Progress);
-        var result = adapted.Train(Options, Method, run.Seed, exampleLengths.Count, exampleLengths, computeLoss, evaluate, run.Log, progress);
+        var result = adapted.Train(Options, Method, run.Seed, exampleLengths.Count, exampleLengths, computeLoss, evaluate, taskSettings, run.Log, progress);
         LastTrainingHistory = result.History;
         run.Log($"Training ended: {result.StopReason} after {result.StepsCompleted} of {result.TotalSteps} steps" +
             (result.BestEvaluation is { } best ? $"; best {best.MetricName} {best.Value:G5} at step {result.BestStep}" : ""));

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
@@ -64,7 +65,8 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
             return new EvaluationResult("accuracy", (double)correct / validation.Count, HigherIsBetter: true);
         };
 
-        var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate);
+        var taskSettings = JsonSerializer.Serialize(new { labels = labels.Names, max_sequence_length = Options.MaxSequenceLength });
+        var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, taskSettings);
         var settings = new TextClassificationTransformer.Settings(Options.TextColumnName, Options.TextPairColumnName,
             Options.ScoreColumnName, Options.PredictedLabelColumnName, labels.Kind, labels.Names.ToArray(),
             Options.MaxSequenceLength, Options.ScoringBatchSize, Options.BaseModelStorage);
