@@ -239,12 +239,13 @@ internal sealed class AdaptedModel
         return new AdaptedModel(model, peft, tokenizer, tokenizerFiles, config, device, baseDType, baseFolder, stored.Sha256);
     }
 
-    /// <summary>Writes the adapter in Hugging Face PEFT's format (bottleneck adapters: this library's format).</summary>
-    public void SaveAdapter(string folder)
+    /// <summary>Writes the adapter in Hugging Face PEFT's format (bottleneck adapters: this library's format), with the
+    /// task's <paramref name="taskFiles"/> (name to text) beside it in the same atomic set.</summary>
+    public void SaveAdapter(string folder, IReadOnlyDictionary<string, string>? taskFiles = null)
     {
         if (Peft.Config is FullFineTuneConfig)
             throw new NotSupportedException("A fully fine-tuned model has no adapter to save: every weight was trained. Save the whole model with mlContext.Model.Save(model, schema, path) (BaseModelStorage.SelfContained puts every weight in the zip).");
-        Peft.SaveAdapter(folder);
+        Peft.SaveAdapter(folder, taskFiles);
     }
 
     /// <summary>The tensors that differ from the base checkpoint: trained parameters, and for PiSSA the residual

@@ -80,10 +80,15 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// <param name="run">This Fit's run.</param>
     /// <param name="createTaskModel">Builds the task model (e.g. a sequence classifier with n labels) from a config.</param>
     /// <param name="peftTaskType">PEFT's task type (<see cref="PeftTaskType"/>), written into a saved adapter.</param>
+    /// <exception cref="ArgumentException">The initial adapter is of another method than this estimator's.</exception>
     private protected AdaptedModel CreateModel<TModel>(FineTuningRun run, Func<HfConfig, TModel> createTaskModel, string peftTaskType)
-        where TModel : nn.Module, IPretrainedModel =>
-        AdaptedModel.CreateForTraining(run.BaseFolder, config => createTaskModel(ModelDropout.Override(config, Options.Dropout)),
-            MethodConfigs.ToPeftConfig(Method, peftTaskType, run.BaseFolder), run.BaseDType, run.Device, run.Log, Options.InitialAdapter);
+        where TModel : nn.Module, IPretrainedModel
+    {
+        var method = MethodConfigs.ToPeftConfig(Method, peftTaskType, run.BaseFolder);
+        if (Options.InitialAdapter is { } adapter) InitialAdapterMethod.Check(adapter, method);
+        return AdaptedModel.CreateForTraining(run.BaseFolder, config => createTaskModel(ModelDropout.Override(config, Options.Dropout)),
+            method, run.BaseDType, run.Device, run.Log, Options.InitialAdapter);
+    }
 
     /// <summary>
     /// Trains <paramref name="adapted"/> with the shared loop, reporting progress to the MLContext's progress channel and

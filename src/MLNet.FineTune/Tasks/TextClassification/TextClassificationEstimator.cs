@@ -47,7 +47,14 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
 
         var run = StartRun(channel);
         run.Log($"{train.Count} training rows, {labels.Count} classes ({string.Join(", ", labels.Names.Take(10))}); base {run.BaseFolder}; device {run.Device}; base dtype {run.BaseDType}");
-        var adapted = CreateModel(run, config => ModelFactory.CreateSequenceClassification(config, labels.Count), PeftTaskType.SequenceClassification);
+        if (Options.InitialAdapter is { } initialAdapter) AdapterLabels.CheckSameLabels(initialAdapter, labels, Options.LabelColumnName);
+        var adapted = CreateModel(run, config =>
+        {
+            var model = ModelFactory.CreateSequenceClassification(config, labels.Count);
+            // Before the adapter loads: its head's shape is the only record of the classes of an adapter saved by PEFT.
+            if (Options.InitialAdapter is { } adapter) AdapterLabels.CheckClassCount(model, adapter, labels, Options.LabelColumnName);
+            return model;
+        }, PeftTaskType.SequenceClassification);
         var classifier = new TextClassifierModel(adapted, labels, Options.MaxSequenceLength);
 
         var encoded = train.Select(e => classifier.Encode(e.Input)).ToList();
