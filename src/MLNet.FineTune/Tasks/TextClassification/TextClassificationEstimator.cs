@@ -72,7 +72,7 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
             return new EvaluationResult("accuracy", (double)correct / validation.Count, HigherIsBetter: true);
         };
 
-        var taskSettings = JsonSerializer.Serialize(new { labels = labels.Names, max_sequence_length = Options.MaxSequenceLength });
+        var taskSettings = JsonSerializer.Serialize(new { labels = labels.Names, max_sequence_length = Options.MaxSequenceLength, text_pair = Options.TextPairColumnName is not null });
         var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, taskSettings);
         var settings = new TextClassificationTransformer.Settings(Options.TextColumnName, Options.TextPairColumnName,
             Options.ScoreColumnName, Options.PredictedLabelColumnName, labels.Kind, labels.Names.ToArray(),
