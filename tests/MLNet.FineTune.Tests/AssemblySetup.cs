@@ -13,7 +13,7 @@ public static class AssemblySetup
     [AssemblyCleanup]
     public static void RemoveScratchFolders()
     {
-        try { Directory.Delete(Tasks.FineTuning.TinyFineTuning.Folder, recursive: true); }
+        try { Directory.Delete(Tasks.FineTuning.BothTasks.Folder, recursive: true); }
         catch (IOException) { } // a file still mapped by a loaded model: the OS's temp cleanup takes it later
     }
 }

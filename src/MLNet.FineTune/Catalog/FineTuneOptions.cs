@@ -68,17 +68,20 @@ public abstract class FineTuneOptions
     /// <summary>The schedule after warmup. Default linear decay.</summary>
     public LearningRateSchedule Schedule { get; set; } = LearningRateSchedule.Linear;
 
-    /// <summary>Gradients are clipped to this global L2 norm; 0 disables clipping. Default 1.0.</summary>
+    /// <summary>Gradients are clipped to this global L2 norm; 0 disables clipping (the norm is still reported).
+    /// Must be 0 or positive: NaN and negative values are rejected. Default 1.0.</summary>
     public double MaxGradientNorm { get; set; } = 1.0;
 
     /// <summary>Validation data scored during training (same columns as the training data); enables early stopping
     /// and restoring the best weights.</summary>
     public IDataView? ValidationSet { get; set; }
 
-    /// <summary>Evaluate every this many optimizer steps; null evaluates once per epoch.</summary>
+    /// <summary>Evaluate <see cref="ValidationSet"/> every this many optimizer steps; null evaluates once per epoch.
+    /// Requires <see cref="ValidationSet"/>.</summary>
     public int? EvaluateEverySteps { get; set; }
 
-    /// <summary>Stop after this many evaluations without improvement; null trains all epochs.</summary>
+    /// <summary>Stop after this many evaluations without improvement; null trains all epochs. Requires
+    /// <see cref="ValidationSet"/>, whose metric it watches.</summary>
     public int? EarlyStoppingPatience { get; set; }
 
     /// <summary>The smallest improvement of the validation metric that counts. Default 0.</summary>
@@ -113,7 +116,8 @@ public abstract class FineTuneOptions
     /// <summary>Cancels training within one step; the model trained so far is returned.</summary>
     public CancellationToken CancellationToken { get; set; }
 
-    /// <summary>A folder for training checkpoints (trainable weights, optimizer and scheduler state, RNG state).</summary>
+    /// <summary>A folder for training checkpoints (trainable weights, optimizer and scheduler state, RNG state). Set
+    /// together with <see cref="CheckpointEverySteps"/>: either alone is rejected, since nothing would be written.</summary>
     public string? CheckpointDirectory { get; set; }
 
     /// <summary>Write a checkpoint every this many optimizer steps (requires <see cref="CheckpointDirectory"/>).</summary>
@@ -125,7 +129,9 @@ public abstract class FineTuneOptions
     /// seed, batch size, gradient accumulation or length bucketing.</summary>
     public string? ResumeFromCheckpoint { get; set; }
 
-    /// <summary>Write a PNG of the training curves here when training ends.</summary>
+    /// <summary>Write a PNG of the training curves here when training ends. The path must end in .png and must not
+    /// lie under a file (checked before training; a missing folder is created). Should writing still fail after
+    /// training, a warning is logged and Fit returns the model, whose <c>SaveTrainingPlot</c> can try again.</summary>
     public string? TrainingPlotPath { get; set; }
 
     /// <summary>Rows scored per forward pass when the fitted transformer scores data. Default 64.</summary>

@@ -69,7 +69,9 @@ public sealed class IA3Options : MethodOptions
     public string[]? FeedForwardModules { get; set; }
 }
 
-/// <summary>Full fine-tuning: every weight trains. The baseline the parameter-efficient methods are measured against.</summary>
+/// <summary>Full fine-tuning: every weight trains. The baseline the parameter-efficient methods are measured against.
+/// <see cref="MethodOptions.TargetModules"/>, <see cref="MethodOptions.TargetModulesRegex"/> and
+/// <see cref="MethodOptions.ExcludeModules"/> choose modules to adapt, so setting them here is an error.</summary>
 public sealed class FullFineTuneOptions : MethodOptions
 {
 }

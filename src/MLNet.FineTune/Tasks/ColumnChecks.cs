@@ -44,4 +44,19 @@ internal static class ColumnChecks
         ReadOnlyMemory<char> value = default;
         return () => { getter(ref value); return value.ToString(); };
     }
+
+    /// <summary>Reads a text column whose values must hold text: an empty or blank value is an error naming the row,
+    /// the data (<paramref name="what"/>, e.g. "training data") and the column.</summary>
+    public static Func<string> NonEmptyTextReader(DataViewRow row, DataViewSchema.Column column, string what)
+    {
+        var read = TextReader(row, column);
+        return () =>
+        {
+            var value = read();
+            if (string.IsNullOrWhiteSpace(value))
+                throw new InvalidDataException($"Row {row.Position} of the {what} has empty text in column '{column.Name}'. " +
+                    "Remove or fill empty rows (e.g. ml.Data.FilterByCustomPredicate).");
+            return value;
+        };
+    }
 }

@@ -225,9 +225,9 @@ public static class FineTuneTrainer
                 }
                 loss = lossSum.cpu().item<float>();
             }
-            if (!double.IsFinite(loss)) Diverged("loss", loss, epochNumber);
+            if (!double.IsFinite(loss)) Diverged("loss", loss, epochNumber, batches.Take(end).Skip(start));
             double gradNorm = _optimizer.ClipGradNorm(_o.MaxGradNorm ?? 0);
-            if (!double.IsFinite(gradNorm)) Diverged("gradient norm", gradNorm, epochNumber);
+            if (!double.IsFinite(gradNorm)) Diverged("gradient norm", gradNorm, epochNumber, batches.Take(end).Skip(start));
 
             double lr = _o.LearningRate * LearningRateSchedules.Multiplier(_o.Schedule, _globalStep, _warmupSteps, _totalSteps);
             _optimizer.Step(lr);
@@ -240,11 +240,12 @@ public static class FineTuneTrainer
             return true;
         }
 
-        private void Diverged(string quantity, double value, int epochNumber)
+        /// <summary>Throws for a non-finite loss or gradient norm, naming the step's examples (its micro-batches).</summary>
+        private void Diverged(string quantity, double value, int epochNumber, IEnumerable<int[]> microBatches)
         {
             _optimizer.ZeroGrad(); // the bad gradients are never applied
             throw new NonFiniteLossException(quantity, value, _globalStep + 1, epochNumber,
-                new TrainingHistory(_history.ToList(), _tracker.MetricName, TrainingStopReason.NonFiniteLoss));
+                new TrainingHistory(_history.ToList(), _tracker.MetricName, TrainingStopReason.NonFiniteLoss), microBatches.SelectMany(b => b).ToArray());
         }
 
         /// <summary>Runs the task's evaluation; true when early stopping says stop.</summary>

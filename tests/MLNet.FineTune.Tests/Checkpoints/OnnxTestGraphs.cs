@@ -63,6 +63,11 @@ internal sealed class BertOnnxBuilder
     public string? DropBiasOf { get; init; }
     /// <summary>Number positions from the attention mask with CumSum, as RoBERTa exports do.</summary>
     public bool RobertaPositions { get; init; }
+    /// <summary>A linear written as dynamic quantization writes it: MatMulInteger with an int8 weight and a float scale.</summary>
+    public string? QuantizeLinearOf { get; init; }
+    /// <summary>Layer 0's query, key and value packed into one [hidden, 3 hidden] weight of an Attention node, as ONNX
+    /// Runtime's transformer optimizer fuses them.</summary>
+    public bool FuseFirstAttention { get; init; }
 
     public byte[] Build(IReadOnlyDictionary<string, Tensor> state, int heads, float eps = 1e-12f)
     {
@@ -78,6 +83,17 @@ internal sealed class BertOnnxBuilder
         for (int i = 0; i < layers; i++)
         {
             string p = $"encoder.layer.{i}.";
+            if (FuseFirstAttention && i == 0)
+            {
+                var packed = cat([.. new[] { "query", "key", "value" }.Select(m => state[p + $"attention.self.{m}.weight"].t())], 1); // (H, 3H)
+                var packedWeight = $"onnx::Attention_{_next++}";
+                Initializer(packedWeight, packed);
+                var fused = Node("Attention", [x, packedWeight]);
+                var fusedOut = LayerNorm(Node("Add", [Linear(fused, state, p + "attention.output.dense"), x]), p + "attention.output.LayerNorm", eps);
+                var fusedH = Linear(fusedOut, state, p + "intermediate.dense");
+                x = LayerNorm(Node("Add", [Linear(fusedH, state, p + "output.dense"), fusedOut]), p + "output.LayerNorm", eps);
+                continue;
+            }
             var q = Linear(x, state, p + "attention.self.query");
             var k = Linear(x, state, p + "attention.self.key");
             var v = Linear(x, state, p + "attention.self.value");
@@ -116,6 +132,20 @@ internal sealed class BertOnnxBuilder
 
     private string Linear(string input, IReadOnlyDictionary<string, Tensor> state, string module)
     {
+        if (QuantizeLinearOf == module)
+        {
+            // int8 weight (in, out) with a per-tensor scale, as onnxruntime's quantize_dynamic writes it.
+            var quantized = $"onnx::MatMul_{_next++}_quantized";
+            using var w = state[module + ".weight"].t().contiguous();
+            using var int8 = (w / w.abs().max() * 127).round().to_type(ScalarType.Int8);
+            _graph.Message(5, t =>
+            {
+                foreach (var d in int8.shape) t.Varint(1, d);
+                t.Varint(2, (int)OnnxDataType.Int8).String(8, quantized).Bytes(9, int8.bytes);
+            });
+            var integer = Node("MatMulInteger", [input, quantized]);
+            return Node("Add", [Prefix + module + ".bias", Node("Mul", [Node("Cast", [integer]), FloatConstant(0.01f)])]);
+        }
         // The exporter folds weight.T into a numbered initializer: (out, in) -> (in, out).
         var weight = $"onnx::MatMul_{_next++}";
         Initializer(weight, state[module + ".weight"].t().contiguous());

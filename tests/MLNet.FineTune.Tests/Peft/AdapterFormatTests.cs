@@ -139,6 +139,13 @@ public sealed class AdapterFormatTests
         Assert.AreEqual(0.0, error);
         Assert.AreEqual(BottleneckKind.Pfeiffer, ((BottleneckConfig)loaded.Config).Kind);
         Assert.AreEqual(0.5, ((BottleneckConfig)loaded.Config).Scaling);
+
+        // A file from a newer library may lay the weights out differently: refused, not misread.
+        json["format_version"] = 2;
+        File.WriteAllText(Path.Combine(folder, PeftConfigJson.FileName), json.ToJsonString());
+        var newer = Assert.ThrowsExactly<NotSupportedException>(() => PeftModel.LoadAdapter(TinyClassifier.Create(2), folder));
+        Console.WriteLine(newer.Message);
+        StringAssert.Contains(newer.Message, "format_version 2");
     }
 
     [TestMethod]

@@ -218,16 +218,22 @@ public sealed class FineTuneTrainerTests
         using var task = new TinyTask(64);
         Dictionary<string, Tensor>? afterStep3 = null;
         int calls = 0;
+        IReadOnlyList<int>? nanBatch = null;
         var options = Base with { Progress = new SyncProgress<TrainingProgress>(p => { if (p.Step == 3) afterStep3 = task.Snapshot(); }) };
         var e = Assert.ThrowsExactly<NonFiniteLossException>(() => FineTuneTrainer.Train(task.Setup(options, loss: indices =>
         {
             var loss = task.Loss(indices);
-            return ++calls == 4 ? loss * double.NaN : loss;
+            if (++calls != 4) return loss;
+            nanBatch = indices.ToList();
+            return loss * double.NaN;
         })));
         Console.WriteLine(e.Message);
         Assert.AreEqual(4, e.Step);
         Assert.AreEqual("loss", e.Quantity);
         StringAssert.Contains(e.Message, "step 4");
+        // The error names the step's examples, so the data behind it can be found.
+        CollectionAssert.AreEqual(nanBatch!.Order().ToArray(), e.ExampleIndices.ToArray());
+        StringAssert.Contains(e.Message, "The step's examples: " + string.Join(", ", nanBatch!.Order()));
         Assert.AreEqual(3, e.History.Steps.Count);
         Assert.AreEqual(TrainingStopReason.NonFiniteLoss, e.History.StopReason);
         using var final = new Weights(task.Snapshot());

@@ -85,12 +85,37 @@ internal sealed class AdaptedModel
         var model = createTaskModel(config);
         var report = ModelFactory.LoadPretrained(model, baseFolder, baseDType);
         log($"Loaded {baseFolder}: {report}");
+        if (MissingBaseWeights(report, model, baseFolder) is { } missingWeights)
+        {
+            model.Dispose();
+            throw missingWeights;
+        }
         var peft = initialAdapter is null ? PeftModel.Inject(model, method) : PeftModel.LoadAdapter(model, initialAdapter, trainable: true);
         model.to(device);
         log($"{peft.Config.PeftType}{(initialAdapter is null ? "" : " from " + initialAdapter)}: {peft.CountParameters()}");
         // Hashed now, not at save: the hash then describes the weights this model was trained on, and saving
         // (after ML.NET has already truncated the target file) never reads the base folder.
         return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder), HashBaseFolder(baseFolder));
+    }
+
+    /// <summary>
+    /// An error unless the checkpoint supplied every weight of the pretrained encoder. Only the new task head (e.g.
+    /// classifier, qa_outputs) and a pooler the checkpoint lacks (transformers initialises both) may start from random
+    /// values; any other missing weight means the folder holds another family's checkpoint or other key names, and
+    /// training would silently start from random weights.
+    /// </summary>
+    /// <returns>Null, or the error naming the folder and the first missing keys.</returns>
+    private static InvalidDataException? MissingBaseWeights(WeightLoadReport report, IPretrainedModel model, string folder)
+    {
+        var newModules = model.HeadModuleNames.Append($"{model.BaseModelPrefix}.pooler").Select(m => m + ".").ToList();
+        var missing = report.Missing.Where(key => !newModules.Any(m => key.StartsWith(m, StringComparison.Ordinal))).ToList();
+        if (missing.Count == 0) return null;
+        var unknown = report.Unexpected.Count == 0 ? "" :
+            $" The checkpoint has {report.Unexpected.Count} key(s) the model does not know, first: {string.Join(", ", report.Unexpected.Take(3))}.";
+        return new InvalidDataException(
+            $"BaseModel folder {folder}: the checkpoint lacks {missing.Count} weight(s) of the pretrained {model.ModelType} model, first: " +
+            $"{string.Join(", ", missing.Take(5))}.{unknown} Is it incomplete, saved with other key names, or a checkpoint of another " +
+            $"model family than config.json's model_type \"{model.ModelType}\"? Training would start those weights from random values.");
     }
 
     /// <summary>Trains the method's parameters with the shared loop; <paramref name="progress"/> receives every step
@@ -138,7 +163,7 @@ internal sealed class AdaptedModel
                 RunFingerprint = RunFingerprint(taskSettings),
                 Options = trainer,
             });
-            if (options.TrainingPlotPath is { } plot) result.History.SavePlot(plot);
+            if (options.TrainingPlotPath is { } plot) SavePlotOrWarn(result.History, plot, log);
             return result;
         }
         finally
@@ -156,6 +181,22 @@ internal sealed class AdaptedModel
         ["method"] = PeftConfigJson.WriteModelMethod(Peft.Config with { BaseModelNameOrPath = null, InferenceMode = false }),
         ["task"] = taskSettings,
     };
+
+    /// <summary>Writes the plot of <see cref="FineTuneOptions.TrainingPlotPath"/>; a failure is logged, not thrown: the
+    /// trained model matters more than its picture, and the fitted transformer can still write it.</summary>
+    private static void SavePlotOrWarn(TrainingHistory history, string path, Action<string> log)
+    {
+        try
+        {
+            history.SavePlot(path);
+            log($"Training plot written: {path}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException or InvalidOperationException)
+        {
+            log($"Warning: could not write the training plot to TrainingPlotPath '{path}': {e.Message} The trained model is returned; " +
+                "write the plot later with its SaveTrainingPlot(path).");
+        }
+    }
 
     /// <summary>Writes the model into model.zip payloads: base config, tokenizer files, the method's config, and
     /// either every weight (self-contained) or the trained ones plus the base folder's path and hash.</summary>

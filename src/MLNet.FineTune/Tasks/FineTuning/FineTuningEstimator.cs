@@ -37,6 +37,7 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
         Options = options ?? throw new ArgumentNullException(nameof(options));
         Method = method ?? throw new ArgumentNullException(nameof(method));
         CheckOptions(options);
+        CheckMethod(method);
     }
 
     /// <summary>The task options this estimator trains with.</summary>
@@ -101,21 +102,89 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// <param name="evaluate">The validation metric, or null without a validation set.</param>
     /// <param name="taskSettings">The task's settings that shape its examples and outputs (labels, lengths), as JSON:
     /// checkpoints record them, so a resume with other settings is refused.</param>
+    /// <param name="describeExamples">Names a batch's examples in the user's terms (e.g. "training rows 3, 17"), for the
+    /// error when a step's loss is not finite.</param>
     private protected TrainingResult Train(FineTuningRun run, AdaptedModel adapted, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Func<IReadOnlyList<int>, string> describeExamples)
     {
         using var progress = new TrainingProgressChannel(_host, _activity, Options.Progress);
-        var result = adapted.Train(Options, Method, run.Seed, exampleLengths.Count, exampleLengths, computeLoss, evaluate, taskSettings, run.Log, progress);
+        TrainingResult result;
+        try
+        {
+            result = adapted.Train(Options, Method, run.Seed, exampleLengths.Count, exampleLengths, computeLoss, evaluate, taskSettings, run.Log, progress);
+        }
+        catch (NonFiniteLossException e)
+        {
+            throw e.WithExamplesDescribed(describeExamples(e.ExampleIndices));
+        }
         LastTrainingHistory = result.History;
         run.Log($"Training ended: {result.StopReason} after {result.StepsCompleted} of {result.TotalSteps} steps" +
             (result.BestEvaluation is { } best ? $"; best {best.MetricName} {best.Value:G5} at step {result.BestStep}" : ""));
         return result;
     }
 
+    /// <summary>"training rows 3, 17, 20" (with <paramref name="label"/>: "training rows 3 (question 'a1'), ..."): data
+    /// rows as the errors about reading them number them.</summary>
+    private protected static string DescribeTrainingRows(IEnumerable<int> rows, Func<int, string>? label = null) =>
+        "training rows " + NonFiniteLossException.ListOf(rows.Distinct().Order().Select(r => label is null ? r.ToString() : $"{r} ({label(r)})"));
+
     /// <summary>An option that counts something and must be at least 1, or an error naming it.</summary>
     private protected static void RequirePositive(int value, string name)
     {
         if (value < 1) throw new ArgumentOutOfRangeException(name, value, $"{name} must be at least 1.");
+    }
+
+    /// <summary>Options that only act together: each alone would be ignored without a word.</summary>
+    private static void CheckEvaluationAndCheckpoints(FineTuneOptions o)
+    {
+        if (o.EvaluateEverySteps is { } every) RequirePositive(every, nameof(o.EvaluateEverySteps));
+        if (o.EarlyStoppingPatience is { } patience) RequirePositive(patience, nameof(o.EarlyStoppingPatience));
+        if (o.CheckpointEverySteps is { } checkpointEvery) RequirePositive(checkpointEvery, nameof(o.CheckpointEverySteps));
+        if (o.ValidationSet is null && o.EvaluateEverySteps is not null)
+            throw new ArgumentException("EvaluateEverySteps is set but ValidationSet is not: there is nothing to evaluate. Set ValidationSet, or leave EvaluateEverySteps null.", nameof(o.EvaluateEverySteps));
+        if (o.ValidationSet is null && o.EarlyStoppingPatience is not null)
+            throw new ArgumentException("EarlyStoppingPatience is set but ValidationSet is not: early stopping watches the validation metric. Set ValidationSet, or leave EarlyStoppingPatience null.", nameof(o.EarlyStoppingPatience));
+        if (o.CheckpointDirectory is { } folder && string.IsNullOrWhiteSpace(folder))
+            throw new ArgumentException("CheckpointDirectory is blank: name a folder, or leave it null.", nameof(o.CheckpointDirectory));
+        if (o.CheckpointEverySteps is not null && o.CheckpointDirectory is null)
+            throw new ArgumentException("CheckpointEverySteps is set but CheckpointDirectory is not: set the folder the checkpoints go to.", nameof(o.CheckpointDirectory));
+        if (o.CheckpointDirectory is not null && o.CheckpointEverySteps is null)
+            throw new ArgumentException("CheckpointDirectory is set but CheckpointEverySteps is not: no checkpoint would be written. Set how often (in optimizer steps), or leave CheckpointDirectory null.", nameof(o.CheckpointEverySteps));
+    }
+
+    /// <summary>
+    /// The plot is written after training, when a bad path would cost the trained model: its extension and folder are
+    /// checked first. (The folder may be missing; it is created when the plot is written.)
+    /// </summary>
+    private static void CheckPlotPath(string path)
+    {
+        string full;
+        try { full = Path.GetFullPath(path); }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+        {
+            throw new ArgumentException($"TrainingPlotPath '{path}' is not a valid path: {e.Message}", nameof(FineTuneOptions.TrainingPlotPath), e);
+        }
+        if (!string.Equals(Path.GetExtension(full), ".png", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException($"TrainingPlotPath '{path}' must name a .png file (the plot is written as PNG).", nameof(FineTuneOptions.TrainingPlotPath));
+        if (Directory.Exists(full))
+            throw new ArgumentException($"TrainingPlotPath '{path}' is a folder; name a .png file in it.", nameof(FineTuneOptions.TrainingPlotPath));
+        // The nearest existing ancestor must be a folder: a file there would make the plot's folder impossible to create.
+        for (var dir = Path.GetDirectoryName(full); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            if (Directory.Exists(dir)) break;
+            if (File.Exists(dir))
+                throw new ArgumentException($"TrainingPlotPath '{path}' cannot be written: {dir} is a file, not a folder.", nameof(FineTuneOptions.TrainingPlotPath));
+        }
+    }
+
+    /// <summary>Full fine-tuning trains every weight: options that choose modules to adapt would be ignored.</summary>
+    private static void CheckMethod(MethodOptions method)
+    {
+        if (method is not FullFineTuneOptions) return;
+        foreach (var (name, isSet) in new[] { (nameof(method.TargetModules), method.TargetModules is not null),
+            (nameof(method.TargetModulesRegex), method.TargetModulesRegex is not null), (nameof(method.ExcludeModules), method.ExcludeModules is not null) })
+            if (isSet)
+                throw new ArgumentException($"FullFineTuneOptions.{name} is set, but full fine-tuning trains every weight: {name} chooses modules to adapt and would be ignored. Leave it null, or choose a parameter-efficient method (LoraOptions, ...).", name);
     }
 
     /// <summary>The checks every task's options share; tasks check their own settings after these.</summary>
@@ -125,8 +194,17 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
         RequirePositive(o.BatchSize, nameof(o.BatchSize));
         RequirePositive(o.GradientAccumulationSteps, nameof(o.GradientAccumulationSteps));
         RequirePositive(o.ScoringBatchSize, nameof(o.ScoringBatchSize));
-        if (o.LearningRate is <= 0) throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "LearningRate must be positive.");
-        if (o.WarmupRatio is < 0 or > 1) throw new ArgumentOutOfRangeException(nameof(o.WarmupRatio), o.WarmupRatio, "WarmupRatio must be in [0, 1].");
+        if (o.LearningRate is { } lr && !(lr > 0 && double.IsFinite(lr)))
+            throw new ArgumentOutOfRangeException(nameof(o.LearningRate), o.LearningRate, "LearningRate must be a positive number, or null for the method's default.");
+        if (!(o.WarmupRatio is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(o.WarmupRatio), o.WarmupRatio, "WarmupRatio must be in [0, 1].");
+        if (!(o.WeightDecay >= 0 && double.IsFinite(o.WeightDecay)))
+            throw new ArgumentOutOfRangeException(nameof(o.WeightDecay), o.WeightDecay, "WeightDecay must be 0 (none) or a positive number.");
+        if (!(o.MaxGradientNorm >= 0))
+            throw new ArgumentOutOfRangeException(nameof(o.MaxGradientNorm), o.MaxGradientNorm, "MaxGradientNorm must be 0 (no clipping) or a positive norm.");
+        if (!(o.EarlyStoppingThreshold >= 0 && double.IsFinite(o.EarlyStoppingThreshold)))
+            throw new ArgumentOutOfRangeException(nameof(o.EarlyStoppingThreshold), o.EarlyStoppingThreshold, "EarlyStoppingThreshold must be 0 or a positive number.");
+        CheckEvaluationAndCheckpoints(o);
+        if (o.TrainingPlotPath is { } plot) CheckPlotPath(plot);
         if (o.Dropout is { } dropout && !(dropout >= 0 && dropout < 1))
             throw new ArgumentOutOfRangeException(nameof(o.Dropout), o.Dropout, "Dropout must be in [0, 1), or null to keep the base model's.");
         if (o.InitialAdapter is { } adapter && !File.Exists(Path.Combine(adapter, "adapter_config.json")))

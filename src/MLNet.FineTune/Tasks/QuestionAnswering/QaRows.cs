@@ -54,8 +54,8 @@ internal static class QaRows
         columns.AddRange(new[] { idColumn, allColumn, impossibleColumn }.OfType<DataViewSchema.Column>());
 
         using var cursor = data.GetRowCursor(columns);
-        var context = ColumnChecks.TextReader(cursor, schema[options.ContextColumnName]);
-        var question = ColumnChecks.TextReader(cursor, schema[options.QuestionColumnName]);
+        var context = ColumnChecks.NonEmptyTextReader(cursor, schema[options.ContextColumnName], what);
+        var question = ColumnChecks.NonEmptyTextReader(cursor, schema[options.QuestionColumnName], what);
         var answerText = ColumnChecks.TextReader(cursor, schema[options.AnswerTextColumnName]);
         var answerStartGetter = cursor.GetGetter<int>(schema[options.AnswerStartColumnName]);
         var id = idColumn is { } i ? ColumnChecks.TextReader(cursor, i) : null;
@@ -76,15 +76,31 @@ internal static class QaRows
             var text = answerText();
             var paragraph = context();
             var example = new QaExample(rowId, question(), paragraph, text, answerStart, impossible);
-            if (example.HasAnswer && (answerStart + text.Length > paragraph.Length))
-                throw new InvalidDataException(
-                    $"Row {cursor.Position} (question '{rowId}') of the {what}: the answer in '{options.AnswerTextColumnName}' " +
-                    $"({text.Length} characters from '{options.AnswerStartColumnName}' = {answerStart}) ends past its context ({paragraph.Length} characters).");
+            if (example.HasAnswer) CheckAnswerInContext(example, cursor.Position, options, what);
             var golds = all?.Invoke() ?? (example.HasAnswer ? [text] : []);
             var gold = new SquadQuestion(rowId, "", paragraph, example.Question, golds.Select(g => new SquadAnswer(g, -1)).ToList(), impossible || !example.HasAnswer);
             rows.Add(new Row(example, gold));
         }
         return rows;
+    }
+
+    /// <summary>The gold answer must be the context's text at its start: the featurizer labels the tokens there, so a
+    /// wrong start would teach the model another span without a word.</summary>
+    /// <exception cref="InvalidDataException">The answer ends past the context, or the context reads otherwise there
+    /// (the message names the row, the question id, the columns and both strings).</exception>
+    private static void CheckAnswerInContext(QaExample example, long row, QuestionAnsweringOptions options, string what)
+    {
+        var (text, start, context) = (example.AnswerText!, example.AnswerStart, example.Context);
+        var where = $"Row {row} (question '{example.Id}') of the {what}";
+        if (start + text.Length > context.Length)
+            throw new InvalidDataException(
+                $"{where}: the answer in '{options.AnswerTextColumnName}' ({text.Length} characters from '{options.AnswerStartColumnName}' = {start}) " +
+                $"ends past its context ({context.Length} characters).");
+        if (string.CompareOrdinal(context, start, text, 0, text.Length) != 0)
+            throw new InvalidDataException(
+                $"{where}: the answer in '{options.AnswerTextColumnName}' is \"{text}\", but the context in '{options.ContextColumnName}' reads " +
+                $"\"{context.Substring(start, text.Length)}\" at '{options.AnswerStartColumnName}' = {start}. AnswerStart must be the answer's " +
+                "UTF-16 index in the context (LoadFromSquadJson converts SQuAD's offsets); fix the start or the text.");
     }
 
     /// <summary>The column when <paramref name="name"/> is set and the schema has it, else null.</summary>

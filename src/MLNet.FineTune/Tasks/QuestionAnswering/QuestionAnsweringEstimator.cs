@@ -50,6 +50,11 @@ public sealed class QuestionAnsweringEstimator : FineTuningEstimator<QuestionAns
             if (validation.Count == 0) throw new InvalidOperationException("The validation data is empty.");
         }
         bool versionTwo = QaPostProcessor.ResolveVersionTwo(Options.VersionTwoWithNegative, train.Select(r => r.Example));
+        if (!versionTwo && train.FindIndex(r => !r.Example.HasAnswer) is var first and >= 0)
+            throw new InvalidDataException(
+                $"VersionTwoWithNegative is false (SQuAD v1.1: every question has an answer), but {train.Count(r => !r.Example.HasAnswer)} of the " +
+                $"{train.Count} training questions have none (first: row {first}, question '{train[first].Example.Id}'). Set VersionTwoWithNegative " +
+                "to true (or null to decide from the data) to train SQuAD v2.0's no-answer prediction, or remove those rows.");
 
         var run = StartRun(channel);
         var adapted = CreateModel(run, ModelFactory.CreateQuestionAnswering, PeftTaskType.QuestionAnswering);
@@ -78,7 +83,9 @@ public sealed class QuestionAnsweringEstimator : FineTuningEstimator<QuestionAns
             max_sequence_length = Options.MaxSequenceLength, doc_stride = Options.DocStride,
             context_windowing = Options.ContextWindowing.ToString(), squad_v2 = versionTwo,
         });
-        var result = Train(run, adapted, windows.Select(w => w.Length).ToList(), Loss, evaluate, taskSettings);
+        // Examples are windows; train[i] is row i of the training data (every row is read, in order).
+        var result = Train(run, adapted, windows.Select(w => w.Length).ToList(), Loss, evaluate, taskSettings,
+            batch => DescribeTrainingRows(batch.Select(i => windows[i].ExampleIndex), row => $"question '{train[row].Example.Id}'"));
         return new QuestionAnsweringTransformer(answerer, QuestionAnsweringTransformer.Settings.From(Options, versionTwo), result.History);
     }
 
@@ -95,7 +102,17 @@ public sealed class QuestionAnsweringEstimator : FineTuningEstimator<QuestionAns
         return new EvaluationResult("f1", metrics.F1, HigherIsBetter: true) { OtherMetrics = others };
     }
 
-    /// <inheritdoc/>
+    /// <summary>
+    /// The input columns plus Answer, AnswerStart and Score (named by the options), and NoAnswerScore exactly when
+    /// <see cref="QuestionAnsweringOptions.VersionTwoWithNegative"/> is true.
+    /// </summary>
+    /// <remarks>
+    /// With <see cref="QuestionAnsweringOptions.VersionTwoWithNegative"/> null (the default), whether the model is a
+    /// SQuAD v2.0 model is decided by the training rows (v2.0 when any question has no answer), which a schema shape
+    /// cannot show: this schema then leaves NoAnswerScore out, and the fitted transformer adds it when the training
+    /// data had an unanswerable question. Set the option to true (or false) for a schema that states it either way.
+    /// </remarks>
+    /// <exception cref="ArgumentOutOfRangeException">The context or question column is missing or not text.</exception>
     public override SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         var columns = inputSchema.ToDictionary(c => c.Name);

@@ -46,8 +46,8 @@ internal sealed class QuestionAnsweringScorer : BatchScorer<QaInput, QaPredictio
 
     public override Func<QaInput> CreateInputReader(DataViewRow row)
     {
-        var context = ColumnChecks.TextReader(row, row.Schema[_settings.ContextColumn]);
-        var question = ColumnChecks.TextReader(row, row.Schema[_settings.QuestionColumn]);
+        var context = ColumnChecks.NonEmptyTextReader(row, row.Schema[_settings.ContextColumn], DataToScore);
+        var question = ColumnChecks.NonEmptyTextReader(row, row.Schema[_settings.QuestionColumn], DataToScore);
         return () => new QaInput(context(), question(), row.Position);
     }
 

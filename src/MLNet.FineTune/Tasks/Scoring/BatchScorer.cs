@@ -12,6 +12,9 @@ namespace MLNet.FineTune.Tasks.Scoring;
 /// <typeparam name="TOut">One row's outputs.</typeparam>
 internal abstract class BatchScorer<TIn, TOut> : IBatchScorer
 {
+    /// <summary>How errors about a row being scored name its data ("Row 3 of the data to score ...").</summary>
+    protected const string DataToScore = "data to score";
+
     /// <summary>Input columns the scorer reads (resolved against the input schema with named errors).</summary>
     public abstract IReadOnlyList<string> InputColumnNames { get; }
 

@@ -35,13 +35,22 @@ internal sealed class ClassLabels
     }
 
     /// <summary>Determines the classes from the training data's label column.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The column is missing or not Boolean, String or key.</exception>
+    /// <exception cref="InvalidDataException">A label is empty, or the column holds fewer than two classes.</exception>
     public static ClassLabels FromTrainingData(IDataView data, string labelColumnName)
     {
         var column = ColumnChecks.Require(data.Schema, labelColumnName, "label");
+        var (kind, names) = ReadClasses(data, column);
+        if (names.Count < 2) throw OneClass(labelColumnName, names.FirstOrDefault());
+        return new ClassLabels(kind, names);
+    }
+
+    private static (LabelKind Kind, IReadOnlyList<string> Names) ReadClasses(IDataView data, DataViewSchema.Column column)
+    {
         switch (column.Type)
         {
             case BooleanDataViewType:
-                return new ClassLabels(LabelKind.Boolean, ["False", "True"]);
+                return (LabelKind.Boolean, ["False", "True"]);
             case KeyDataViewType key:
             {
                 int count = checked((int)key.Count);
@@ -52,7 +61,7 @@ internal sealed class ClassLabels
                     column.GetKeyValues(ref values);
                     names = values.DenseValues().Select(v => v.ToString()).ToArray();
                 }
-                return new ClassLabels(LabelKind.Key, names);
+                return (LabelKind.Key, names);
             }
             case TextDataViewType:
             {
@@ -63,58 +72,72 @@ internal sealed class ClassLabels
                 {
                     var value = read();
                     if (string.IsNullOrEmpty(value))
-                        throw new InvalidDataException($"Row {cursor.Position} has an empty label in column '{labelColumnName}'.");
+                        throw new InvalidDataException($"Row {cursor.Position} of the training data has an empty label in column '{column.Name}'. Remove or fill empty rows.");
                     distinct.Add(value);
                 }
-                return new ClassLabels(LabelKind.Text, distinct.ToArray());
+                return (LabelKind.Text, distinct.ToArray());
             }
             default:
                 throw new ArgumentOutOfRangeException(nameof(data),
-                    $"Schema mismatch for label column '{labelColumnName}': expected Boolean (binary), String or key (multiclass), got {column.Type}. " +
+                    $"Schema mismatch for label column '{column.Name}': expected Boolean (binary), String or key (multiclass), got {column.Type}. " +
                     "Load 0/1 labels as bool, or map numeric labels to keys with MapValueToKey.");
         }
     }
 
-    /// <summary>Reads the current row's class index; unknown or missing labels are errors naming the value.</summary>
-    public Func<int> CreateReader(DataViewRow row, DataViewSchema.Column column)
+    /// <summary>Throws unless the training rows' labels (class indices) hold at least two classes: a classifier that
+    /// sees one class learns nothing (a bool column that is always true, keys of one value).</summary>
+    public void RequireTwoClassesSeen(IEnumerable<int> trainingLabels, string labelColumnName)
+    {
+        var seen = trainingLabels.Distinct().Take(2).ToList();
+        if (seen.Count < 2) throw OneClass(labelColumnName, seen.Count == 1 ? Names[seen[0]] : null);
+    }
+
+    private static InvalidDataException OneClass(string labelColumnName, string? label) =>
+        new($"Every row of the training data has the same label in column '{labelColumnName}'{(label is null ? "" : $" ({label})")}: " +
+            "classification needs examples of at least 2 classes.");
+
+    /// <summary>Reads the current row's class index; unknown or missing labels are errors naming the row, the data
+    /// (<paramref name="what"/>, e.g. "validation data"), the column and the value.</summary>
+    public Func<int> CreateReader(DataViewRow row, DataViewSchema.Column column, string what)
     {
         string where = $"label column '{column.Name}'";
         switch (Kind)
         {
             case LabelKind.Boolean:
             {
-                if (column.Type is not BooleanDataViewType) throw TypeMismatch(column, "Boolean");
+                if (column.Type is not BooleanDataViewType) throw TypeMismatch(column, "Boolean", what);
                 var getter = row.GetGetter<bool>(column);
                 bool value = false;
                 return () => { getter(ref value); return value ? 1 : 0; };
             }
             case LabelKind.Key:
             {
-                if (column.Type is not KeyDataViewType key || (int)key.Count != Count) throw TypeMismatch(column, $"Key<{Count}>");
+                if (column.Type is not KeyDataViewType key || (int)key.Count != Count) throw TypeMismatch(column, $"Key<{Count}>", what);
                 var getter = row.GetGetter<uint>(column);
                 uint value = 0;
                 return () =>
                 {
                     getter(ref value);
-                    if (value == 0) throw new InvalidDataException($"Row {row.Position} has a missing key in {where}.");
+                    if (value == 0)
+                        throw new InvalidDataException($"Row {row.Position} of the {what} has a missing key in {where} (a value the key mapping did not know). Remove the row or map its label.");
                     return (int)value - 1;
                 };
             }
             default:
             {
-                if (column.Type is not TextDataViewType) throw TypeMismatch(column, "String");
+                if (column.Type is not TextDataViewType) throw TypeMismatch(column, "String", what);
                 var index = Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
                 var read = ColumnChecks.TextReader(row, column);
                 return () =>
                 {
                     var value = read();
                     return index.TryGetValue(value, out var i) ? i
-                        : throw new InvalidDataException($"Row {row.Position} has label '{value}' in {where}, which the model was not trained on. Known labels: {string.Join(", ", Names.Take(20))}.");
+                        : throw new InvalidDataException($"Row {row.Position} of the {what} has label '{value}' in {where}, which the training data does not have. Known labels: {string.Join(", ", Names.Take(20))}.");
                 };
             }
         }
     }
 
-    private static ArgumentOutOfRangeException TypeMismatch(DataViewSchema.Column column, string expected) =>
-        new(column.Name, $"Schema mismatch for label column '{column.Name}': the model was trained on {expected} labels, got {column.Type}.");
+    private static ArgumentOutOfRangeException TypeMismatch(DataViewSchema.Column column, string expected, string what) =>
+        new(column.Name, $"Schema mismatch for label column '{column.Name}' in the {what}: the training data has {expected} labels, got {column.Type}.");
 }

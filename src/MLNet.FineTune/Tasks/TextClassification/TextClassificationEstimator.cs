@@ -34,14 +34,15 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
 
         CheckInputColumns(input.Schema);
         var labels = ClassLabels.FromTrainingData(input, Options.LabelColumnName);
-        var train = ReadExamples(input, labels, "training");
+        var train = ReadExamples(input, labels, "training data");
         if (train.Count == 0)
             throw new InvalidOperationException($"The training data is empty: no rows to fine-tune on (columns '{Options.TextColumnName}', '{Options.LabelColumnName}').");
+        labels.RequireTwoClassesSeen(train.Select(e => e.Label), Options.LabelColumnName);
         List<(TextInput Input, int Label)>? validation = null;
         if (Options.ValidationSet is { } validationSet)
         {
             CheckInputColumns(validationSet.Schema, "validation data");
-            validation = ReadExamples(validationSet, labels, "validation");
+            validation = ReadExamples(validationSet, labels, "validation data");
             if (validation.Count == 0) throw new InvalidOperationException("The validation data is empty.");
         }
 
@@ -73,7 +74,8 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
         };
 
         var taskSettings = JsonSerializer.Serialize(new { labels = labels.Names, max_sequence_length = Options.MaxSequenceLength, text_pair = Options.TextPairColumnName is not null });
-        var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, taskSettings);
+        // Example i is row i of the training data: every row becomes one example, in order.
+        var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, taskSettings, batch => DescribeTrainingRows(batch));
         var settings = new TextClassificationTransformer.Settings(Options.TextColumnName, Options.TextPairColumnName,
             Options.ScoreColumnName, Options.PredictedLabelColumnName, labels.Kind, labels.Names.ToArray(),
             Options.MaxSequenceLength, Options.ScoringBatchSize, Options.BaseModelStorage);
@@ -125,16 +127,10 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
         if (Options.TextPairColumnName is { } pairName) columns.Add(schema[pairName]);
         var rows = new List<(TextInput, int)>();
         using var cursor = data.GetRowCursor(columns);
-        var text = ColumnChecks.TextReader(cursor, schema[Options.TextColumnName]);
-        var pair = Options.TextPairColumnName is { } p ? ColumnChecks.TextReader(cursor, schema[p]) : null;
-        var label = labels.CreateReader(cursor, schema[Options.LabelColumnName]);
-        while (cursor.MoveNext())
-        {
-            var value = text();
-            if (string.IsNullOrWhiteSpace(value))
-                throw new InvalidDataException($"Row {cursor.Position} of the {what} has empty text in column '{Options.TextColumnName}'. Remove or fill empty rows (e.g. ml.Data.FilterByCustomPredicate).");
-            rows.Add((new TextInput(value, pair?.Invoke()), label()));
-        }
+        var text = ColumnChecks.NonEmptyTextReader(cursor, schema[Options.TextColumnName], what);
+        var pair = Options.TextPairColumnName is { } p ? ColumnChecks.NonEmptyTextReader(cursor, schema[p], what) : null;
+        var label = labels.CreateReader(cursor, schema[Options.LabelColumnName], what);
+        while (cursor.MoveNext()) rows.Add((new TextInput(text(), pair?.Invoke()), label()));
         return rows;
     }
 }

@@ -41,15 +41,9 @@ internal sealed class TextClassificationScorer : BatchScorer<TextInput, float[]>
 
     public override Func<TextInput> CreateInputReader(DataViewRow row)
     {
-        var text = ColumnChecks.TextReader(row, row.Schema[_textColumn]);
-        var pair = _pairColumn is null ? null : ColumnChecks.TextReader(row, row.Schema[_pairColumn]);
-        return () =>
-        {
-            var input = new TextInput(text(), pair?.Invoke());
-            if (string.IsNullOrWhiteSpace(input.Text))
-                throw new InvalidDataException($"Row {row.Position}: text column '{_textColumn}' is empty; a classifier needs text to score.");
-            return input;
-        };
+        var text = ColumnChecks.NonEmptyTextReader(row, row.Schema[_textColumn], DataToScore);
+        var pair = _pairColumn is null ? null : ColumnChecks.NonEmptyTextReader(row, row.Schema[_pairColumn], DataToScore);
+        return () => new TextInput(text(), pair?.Invoke());
     }
 
     public override IReadOnlyList<float[]> Score(IReadOnlyList<TextInput> inputs) =>

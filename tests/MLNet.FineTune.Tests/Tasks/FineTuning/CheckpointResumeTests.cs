@@ -1,5 +1,5 @@
 using Microsoft.ML;
-using static MLNet.FineTune.Tests.Tasks.FineTuning.TinyFineTuning;
+using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 
@@ -11,7 +11,7 @@ namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 [TestClass]
 public sealed class CheckpointResumeTests
 {
-    private const string TextClassification = TextClassificationTask, QuestionAnswering = QuestionAnsweringTask;
+    private const string TextClassification = BothTasks.TextClassification, QuestionAnswering = BothTasks.QuestionAnswering;
 
     [TestMethod]
     [DataRow(TextClassification)]

@@ -3,7 +3,7 @@ using Microsoft.ML.Data;
 using MLNet.FineTune.Tasks.FineTuning;
 using MLNet.FineTune.Tests.Training;
 using MLNet.FineTune.Training;
-using static MLNet.FineTune.Tests.Tasks.FineTuning.TinyFineTuning;
+using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 
@@ -16,7 +16,7 @@ namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 [TestClass]
 public sealed class EstimatorTrainingOptionsTests
 {
-    private const string TextClassification = TextClassificationTask, QuestionAnswering = QuestionAnsweringTask;
+    private const string TextClassification = BothTasks.TextClassification, QuestionAnswering = BothTasks.QuestionAnswering;
 
     private static TextClassificationOptions ClassifierOptions() => (TextClassificationOptions)Options(TextClassification, TinyModels.BertTiny());
 

@@ -5,7 +5,7 @@ using Microsoft.ML.Runtime;
 using MLNet.FineTune.Tasks.FineTuning;
 using MLNet.FineTune.Tests.Training;
 using MLNet.FineTune.Training;
-using static MLNet.FineTune.Tests.Tasks.FineTuning.TinyFineTuning;
+using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 
@@ -18,7 +18,7 @@ namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 [TestClass]
 public sealed class FineTuningEstimatorTests
 {
-    private const string TextClassification = TextClassificationTask, QuestionAnswering = QuestionAnsweringTask;
+    private const string TextClassification = BothTasks.TextClassification, QuestionAnswering = BothTasks.QuestionAnswering;
 
     [TestMethod]
     [DataRow(TextClassification)]

@@ -1,6 +1,6 @@
 using Microsoft.ML;
 using MLNet.FineTune.Tasks.TextClassification;
-using static MLNet.FineTune.Tests.Tasks.FineTuning.TinyFineTuning;
+using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 
@@ -14,7 +14,7 @@ public sealed class InitialAdapterTests
 {
     private static TextClassificationOptions ClassifierOptions()
     {
-        var options = (TextClassificationOptions)Options(TextClassificationTask, TinyModels.BertTiny());
+        var options = (TextClassificationOptions)Options(BothTasks.TextClassification, TinyModels.BertTiny());
         options.Epochs = 1;
         return options;
     }
@@ -78,7 +78,7 @@ public sealed class InitialAdapterTests
     public void AnAdapterOfAnotherMethodIsRefused()
     {
         var ml = new MLContext(seed: 1);
-        var train = Data(ml, TextClassificationTask, 1);
+        var train = Data(ml, BothTasks.TextClassification, 1);
         var ia3 = SavedAdapter(ml, train, new IA3Options());
         var lora = SavedAdapter(ml, train, Lora());
 

@@ -2,7 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.FineTune.Peft;
 using MLNet.FineTune.Tasks.FineTuning;
-using static MLNet.FineTune.Tests.Tasks.FineTuning.TinyFineTuning;
+using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 
@@ -14,7 +14,7 @@ namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 [TestClass]
 public sealed class MethodRoundTripTests
 {
-    private const string TextClassification = TextClassificationTask, QuestionAnswering = QuestionAnsweringTask;
+    private const string TextClassification = BothTasks.TextClassification, QuestionAnswering = BothTasks.QuestionAnswering;
 
     /// <summary>The method options, and what the saved model must say about the method.</summary>
     private static (MethodOptions Options, Func<PeftConfig, bool> IsExpected) Method(string name) => name switch

@@ -113,25 +113,37 @@ public sealed class QuestionAnsweringEndToEndTests
         Assert.IsGreaterThan(50.0, metrics.HasAnsF1!.Value, "answerable questions are not answered");
         Assert.IsNotNull(metrics.BestF1Threshold, "NoAnswerScore must feed the best-threshold search");
 
-        // The model at the official search's best threshold scores what the official script scores for the default
-        // answers with that threshold (--na-prob-thresh). (Not always best_f1 itself: questions whose scores tie
-        // with the threshold answer together, while the search may stop inside a tie.)
-        var best = metrics.BestF1Threshold!.Value;
-        var (_, _, tuned) = Score(model.WithNullScoreDifferenceThreshold(best), $"best threshold {best:F3}");
-        var gold = SquadJson.Read(testPath);
-        var official = SquadEvaluator.Evaluate(gold, gold.Select((q, i) => (q.Id, answersAtZero[i])).ToDictionary(),
-            gold.Select((q, i) => (q.Id, (double)noAnswerScores[i])).ToDictionary(), SquadVersion.V2, noAnswerProbabilityThreshold: best);
-        Console.WriteLine($"best_f1 {metrics.BestF1:F2} at {best}; the model with that threshold {tuned.F1:F2}; the official script at that threshold {official.F1:F2}");
-        if (best <= model.NullScoreDifferenceThreshold)
-            Assert.AreEqual(official.F1, tuned.F1, 1e-9, "F1 at the best threshold differs from the official script's at that threshold");
-        Assert.IsGreaterThanOrEqualTo(metrics.F1, tuned.F1, "the best threshold must not score worse than the default");
-        Assert.IsGreaterThan(0.0, tuned.NoAnsExact!.Value, "at the best threshold some unanswerable questions must be answered \"\"");
-
-        // Extremes: below every score, all answers are ""; above every score, none is.
+        // Extremes: below every score, all answers are ""; above every score, none is (each question's best span).
         var (allEmpty, _, _) = Score(model.WithNullScoreDifferenceThreshold(noAnswerScores.Min() - 1), "threshold below all");
-        var (noneEmpty, _, never) = Score(model.WithNullScoreDifferenceThreshold(noAnswerScores.Max() + 1), "threshold above all");
+        var (spans, _, never) = Score(model.WithNullScoreDifferenceThreshold(noAnswerScores.Max() + 1), "threshold above all");
         Assert.IsTrue(allEmpty.All(a => a == ""), "a threshold below every no-answer score must answer \"\" everywhere");
-        Assert.IsTrue(noneEmpty.All(a => a != ""), "a threshold above every no-answer score must always answer");
+        Assert.IsTrue(spans.All(a => a != ""), "a threshold above every no-answer score must always answer");
+
+        // A model with any threshold scores what the official script scores for the best spans with that threshold
+        // (--na-prob-thresh: "" where NoAnswerScore exceeds it): checked at the official search's best threshold, and
+        // on both sides of the default one, so neither side goes unchecked whichever side the best falls on. (Not
+        // always best_f1 itself: questions whose scores tie with the threshold answer together, while the search may
+        // stop inside a tie.)
+        var gold = SquadJson.Read(testPath);
+        var spanAnswers = gold.Select((q, i) => (q.Id, spans[i])).ToDictionary();
+        var noAnswerById = gold.Select((q, i) => (q.Id, (double)noAnswerScores[i])).ToDictionary();
+        var best = metrics.BestF1Threshold!.Value;
+        double spread = noAnswerScores.Select(v => Math.Abs(v - model.NullScoreDifferenceThreshold)).Order().ElementAt(noAnswerScores.Length / 2);
+        QuestionAnsweringMetrics? tunedAtBest = null;
+        foreach (var threshold in new[] { best, model.NullScoreDifferenceThreshold, model.NullScoreDifferenceThreshold - spread, model.NullScoreDifferenceThreshold + spread })
+        {
+            var (_, _, tuned) = Score(model.WithNullScoreDifferenceThreshold(threshold), $"threshold {threshold:F3}");
+            var official = SquadEvaluator.Evaluate(gold, spanAnswers, noAnswerById, SquadVersion.V2, noAnswerProbabilityThreshold: threshold);
+            Console.WriteLine($"threshold {threshold:F3}{(threshold == best ? $" (best_f1 {metrics.BestF1:F2}; {(best <= model.NullScoreDifferenceThreshold ? "at or below" : "above")} the default)" : "")}: " +
+                $"the model F1 {tuned.F1:F2} EM {tuned.ExactMatch:F2}; the official script F1 {official.F1:F2} EM {official.ExactMatch:F2}");
+            Assert.AreEqual(official.F1, tuned.F1, 1e-9, $"F1 at threshold {threshold} differs from the official script's at that threshold");
+            Assert.AreEqual(official.ExactMatch, tuned.ExactMatch, 1e-9, $"EM at threshold {threshold} differs from the official script's at that threshold");
+            tunedAtBest ??= tuned;
+        }
+        Assert.IsGreaterThanOrEqualTo(metrics.F1, tunedAtBest!.F1, "the best threshold must not score worse than the default");
+        Assert.IsGreaterThan(0.0, tunedAtBest.NoAnsExact!.Value, "at the best threshold some unanswerable questions must be answered \"\"");
+        CollectionAssert.AreEqual(answersAtZero, spans.Select((a, i) => noAnswerScores[i] > model.NullScoreDifferenceThreshold ? "" : a).ToArray(),
+            "at the default threshold the answers must be the best spans, \"\" where NoAnswerScore exceeds it");
         Assert.AreEqual(0.0, never.NoAnsExact!.Value, "never answering \"\" gets no unanswerable question right");
     }
 

@@ -6,19 +6,19 @@ using MLNet.FineTune.Tests.Tasks.QuestionAnswering;
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 
 /// <summary>
-/// Tiny fine-tuning runs through the public surface (<c>ml.FineTune()</c>) on the tiny BERT, for tests of the options
-/// every task shares: a few steps, plumbing rather than accuracy.
+/// The two tasks FineTuningEstimator serves, for tests that check a shared behaviour once per task: small data and
+/// short options on a given base model, and fits through <c>ml.FineTune()</c> with any method (plumbing, not accuracy).
 /// </summary>
-public static class TinyFineTuning
+internal static class BothTasks
 {
-    /// <summary>The tasks, as test data rows name them.</summary>
-    public const string TextClassificationTask = "text classification", QuestionAnsweringTask = "question answering";
+    public const string TextClassification = "text classification", QuestionAnswering = "question answering";
 
     public sealed class Review { public string Text { get; set; } = ""; public bool Label { get; set; } }
     public sealed class Topic { public string Text { get; set; } = ""; public string Label { get; set; } = ""; }
 
-    /// <summary>A scratch folder for the files these runs write (adapters, checkpoints, zips).</summary>
-    public static readonly string Folder = Directory.CreateTempSubdirectory("mlft-finetuning-tests-").FullName;
+    /// <summary>A scratch folder for the files these runs write (data, adapters, checkpoints, zips); removed when the
+    /// test assembly finishes.</summary>
+    public static readonly string Folder = Directory.CreateTempSubdirectory("mlft-both-tasks-").FullName;
 
     /// <summary>A new empty folder under <see cref="Folder"/>.</summary>
     public static string NewFolder(string name) => Directory.CreateDirectory(Path.Combine(Folder, $"{name}-{Guid.NewGuid():N}")).FullName;
@@ -26,7 +26,7 @@ public static class TinyFineTuning
     /// <summary>32 rows of the task: short reviews with bool labels, or 8 synthetic SQuAD contexts with 4 questions each.</summary>
     public static IDataView Data(MLContext ml, string task, int seed)
     {
-        if (task == QuestionAnsweringTask) return ml.Data.LoadFromSquadJson(SyntheticSquad.Write(Path.Combine(Folder, $"squad-{seed}-{Guid.NewGuid():N}.json"), 8, seed));
+        if (task == QuestionAnswering) return ml.Data.LoadFromSquadJson(SyntheticSquad.Write(Path.Combine(Folder, $"squad-{seed}.json"), 8, seed));
         string[] good = ["good", "great", "excellent", "lovely"], bad = ["bad", "awful", "terrible", "boring"], subjects = ["movie", "food", "room", "book"];
         var rng = new Random(seed);
         return ml.Data.LoadFromEnumerable(Enumerable.Range(0, 32).Select(i => new Review
@@ -37,7 +37,7 @@ public static class TinyFineTuning
     }
 
     /// <summary>32 reviews whose string labels are <paramref name="labels"/> (the first for good reviews, the second for
-    /// bad ones, a third for neutral ones when given).</summary>
+    /// bad ones, a third for neutral ones when given), in that order of appearance.</summary>
     public static IDataView Topics(MLContext ml, int seed, params string[] labels)
     {
         string[][] words = [["good", "great", "excellent", "lovely"], ["bad", "awful", "terrible", "boring"], ["red", "green", "blue", "maybe"]];
@@ -49,12 +49,12 @@ public static class TinyFineTuning
         }).ToList());
     }
 
-    /// <summary>Options of a short float32 run: 2 epochs of 4 batches of 8.</summary>
-    public static FineTuneOptions Options(string task, string baseModel) => task == QuestionAnsweringTask
+    /// <summary>Two epochs of batches of 8, float32, seeded.</summary>
+    public static FineTuneOptions Options(string task, string baseModel) => task == QuestionAnswering
         ? new QuestionAnsweringOptions { BaseModel = baseModel, MaxSequenceLength = 64, DocStride = 16, Epochs = 2, BatchSize = 8, LearningRate = 1e-2, Precision = TrainingPrecision.Float32, Seed = 3 }
         : new TextClassificationOptions { BaseModel = baseModel, MaxSequenceLength = 16, Epochs = 2, BatchSize = 8, LearningRate = 1e-2, Precision = TrainingPrecision.Float32, Seed = 3 };
 
-    /// <summary>LoRA of rank 4 on every linear layer, without dropout.</summary>
+    /// <summary>LoRA of the given rank on every linear layer, alpha twice the rank, without dropout.</summary>
     public static LoraOptions Lora(int rank = 4) => new() { Rank = rank, Alpha = 2 * rank, Dropout = 0, TargetModules = ["query", "key", "value", "dense"] };
 
     /// <summary>The estimator of the task's options and the method's catalog entry, as a user builds it.</summary>
