@@ -361,18 +361,16 @@ public sealed class FineTuneTrainerTests
         var other = new Dictionary<string, string>(written) { ["method"] = """{"peft_type":"LORA","r":8,"lora_alpha":8}""", ["task"] = """{"labels":["bad","good"]}""" };
         using var again = new TinyTask(24, modelSeed: 2);
         using var before = new Weights(again.Snapshot());
-        var e = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { ResumeFromCheckpoint = checkpoints }, fingerprint: other)));
+        var e = NamedErrors.Expect<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { ResumeFromCheckpoint = checkpoints }, fingerprint: other)),
+            "method: r 4 in the checkpoint, 8 now", """task: labels ["neg","pos"] in the checkpoint, ["bad","good"] now""");
         using var after = new Weights(again.Snapshot());
         double changed = TinyTask.MaxDifference(before.Map, after.Map);
-        Console.WriteLine($"{e.Message}\nweights changed by the refused resume: max {changed:E2}");
-        StringAssert.Contains(e.Message, "method: r 4 in the checkpoint, 8 now");
-        StringAssert.Contains(e.Message, """task: labels ["neg","pos"] in the checkpoint, ["bad","good"] now""");
+        Console.WriteLine($"weights changed by the refused resume: max {changed:E2}");
         Assert.DoesNotContain("base model:", e.Message, "the base model agrees and must not be named");
         Assert.AreEqual(0.0, changed);
 
-        var unrecorded = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { ResumeFromCheckpoint = checkpoints })));
-        Console.WriteLine(unrecorded.Message);
-        StringAssert.Contains(unrecorded.Message, "base model (recorded in the checkpoint as abc123; this run has none)");
+        NamedErrors.Expect<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { ResumeFromCheckpoint = checkpoints })),
+            "base model (recorded in the checkpoint as abc123; this run has none)");
 
         using var same = new TinyTask(24);
         var resumed = FineTuneTrainer.Train(same.Setup(Base with { ResumeFromCheckpoint = checkpoints, MaxSteps = 3 }, fingerprint: written));
@@ -391,11 +389,10 @@ public sealed class FineTuneTrainerTests
         using var before = new Weights(again.Snapshot());
         var setup = again.Setup(Base with { ResumeFromCheckpoint = checkpoints },
             parameters: again.Parameters().Select(p => p.Name.StartsWith("classifier", StringComparison.Ordinal) ? p with { LearningRateMultiplier = 2 } : p).ToList());
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => FineTuneTrainer.Train(setup));
+        NamedErrors.Expect<InvalidDataException>(() => FineTuneTrainer.Train(setup), "optimizer.safetensors");
         using var after = new Weights(again.Snapshot());
         double changed = TinyTask.MaxDifference(before.Map, after.Map);
-        Console.WriteLine($"{e.Message}\nweights changed by the refused resume: max {changed:E2}");
-        StringAssert.Contains(e.Message, "optimizer");
+        Console.WriteLine($"weights changed by the refused resume: max {changed:E2}");
         Assert.AreEqual(0.0, changed, "the checkpoint's weights were copied in before its optimizer state was refused");
     }
 

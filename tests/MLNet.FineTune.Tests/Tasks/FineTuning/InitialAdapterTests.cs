@@ -31,9 +31,7 @@ public sealed class InitialAdapterTests
     {
         var options = ClassifierOptions();
         options.InitialAdapter = adapter;
-        var e = Assert.ThrowsExactly<ArgumentException>(() => Fit(ml, options, train, method));
-        Console.WriteLine(e.Message);
-        return e.Message;
+        return NamedErrors.Expect<ArgumentException>(() => Fit(ml, options, train, method), "InitialAdapter").Message;
     }
 
     [TestMethod]
