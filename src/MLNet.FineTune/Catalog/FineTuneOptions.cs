@@ -38,7 +38,9 @@ public abstract class FineTuneOptions
 
     /// <summary>A folder with an adapter saved by <c>SaveAdapter</c> or by Hugging Face PEFT (adapter_config.json,
     /// adapter_model.safetensors) to continue training from, instead of a fresh adapter. Its config (method, rank,
-    /// targets) replaces the method options' adapter settings; it must fit the base model.</summary>
+    /// targets) replaces the method options' adapter settings; it must fit the base model and be of the estimator's
+    /// method (an IA3 adapter continues with <c>IA3</c>, not <c>Lora</c>). A text classifier's adapter must have been
+    /// trained on the same labels in the same order: <c>SaveAdapter</c> records them in <c>task_labels.json</c>.</summary>
     public string? InitialAdapter { get; set; }
 
     /// <summary>Tokens per input; longer inputs are truncated. Default 128.</summary>
@@ -121,7 +123,10 @@ public abstract class FineTuneOptions
     /// <summary>Write a checkpoint every this many optimizer steps (requires <see cref="CheckpointDirectory"/>).</summary>
     public int? CheckpointEverySteps { get; set; }
 
-    /// <summary>Resume training from a checkpoint folder written by an earlier run with the same options.</summary>
+    /// <summary>Resume training from a checkpoint folder written by an earlier run with the same options. A checkpoint
+    /// of another run is refused, before anything is loaded, with an error naming what differs: the base model (its
+    /// files' hash), the method's settings (rank, alpha, targets), the task's settings (labels, sequence length), the
+    /// seed, batch size, gradient accumulation or length bucketing.</summary>
     public string? ResumeFromCheckpoint { get; set; }
 
     /// <summary>Write a PNG of the training curves here when training ends. The path must end in .png and must not

@@ -175,11 +175,16 @@ public sealed class PeftModel
     /// <remarks>Both files are written into a temporary folder beside <paramref name="folder"/> and then moved in,
     /// the config last (after the old config is removed), so a failed save leaves an existing adapter as it was and
     /// never new weights beside an old config (<see cref="Runtime.AtomicFile.WriteFileSet"/>).</remarks>
-    public void SaveAdapter(string folder)
+    /// <param name="folder">The adapter folder.</param>
+    /// <param name="extraFiles">Text files written with the adapter (name to content), e.g. what a task records about
+    /// its head; PEFT reads only its own two files.</param>
+    public void SaveAdapter(string folder, IReadOnlyDictionary<string, string>? extraFiles = null)
     {
         var json = PeftConfigJson.Write(Config with { InferenceMode = true });
         Runtime.AtomicFile.WriteFileSet(folder, PeftConfigJson.FileName, temp =>
         {
+            foreach (var (name, text) in extraFiles ?? new Dictionary<string, string>())
+                File.WriteAllText(Path.Combine(temp, name), text);
             Checkpoints.SafeTensors.Save(Path.Combine(temp, PeftAdapterFile.WeightsFileName), AdapterStateDict(),
                 new Dictionary<string, string> { ["format"] = "pt" });
             File.WriteAllText(Path.Combine(temp, PeftConfigJson.FileName), json);

@@ -41,6 +41,12 @@ public sealed class TrainingSetup
     /// Null disables evaluation (and with it early stopping and best-weight restore).</summary>
     public Func<EvaluationResult>? Evaluate { get; init; }
 
+    /// <summary>What identifies the run besides its data order, by name (e.g. "base model": a hash of the base
+    /// weights; "method": the adapter's config; "task": the labels). Written into every checkpoint and compared on
+    /// resume: a checkpoint whose fingerprint differs is refused, naming what differs, before anything is loaded.
+    /// Null records nothing (and accepts only checkpoints that recorded nothing).</summary>
+    public IReadOnlyDictionary<string, string>? RunFingerprint { get; init; }
+
     /// <summary>The loop's options.</summary>
     public TrainerOptions Options { get; init; } = new();
 }
@@ -284,6 +290,7 @@ public static class FineTuneTrainer
                 LengthBucketing = _o.LengthBucketing, LengthBucketingMegaBatches = _o.LengthBucketingMegaBatches,
                 MetricName = _tracker.MetricName, HigherIsBetter = _tracker.HigherIsBetter, BestMetric = _tracker.Best,
                 BestStep = _tracker.BestStep, PatienceCounter = _tracker.Counter, History = _history.ToList(),
+                RunFingerprint = setup.RunFingerprint?.OrderBy(p => p.Key, StringComparer.Ordinal).ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal),
             };
             var folder = TrainingCheckpoint.Write(_o.CheckpointDirectory!, state, _optimizer, _bestWeights, _o.CheckpointsToKeep);
             Log($"Checkpoint written: {folder}");
@@ -293,6 +300,8 @@ public static class FineTuneTrainer
         {
             var folder = TrainingCheckpoint.Resolve(path);
             var state = TrainingCheckpoint.ReadState(folder);
+            // Everything is checked before anything is loaded: a refused checkpoint leaves the model as it was.
+            TrainingCheckpoint.CheckSameRun(folder, state.RunFingerprint, setup.RunFingerprint);
             void Same<T>(string option, T inCheckpoint, T now)
             {
                 if (!EqualityComparer<T>.Default.Equals(inCheckpoint, now))

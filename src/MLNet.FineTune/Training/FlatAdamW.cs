@@ -206,14 +206,26 @@ public sealed class FlatAdamW : IDisposable
         return result;
     }
 
-    /// <summary>Copies weights by name into the parameters; every parameter must be present with its shape.</summary>
+    /// <summary>Copies weights by name into the parameters; every parameter must be present with its shape. All are
+    /// checked before any is copied, so weights that do not fit leave the parameters as they were.</summary>
     /// <param name="weights">Name to tensor (any dtype and device; converted).</param>
     /// <param name="source">What the weights come from, for error messages.</param>
     public void LoadWeights(IReadOnlyDictionary<string, Tensor> weights, string source)
     {
-        ThrowIfDisposed();
+        CheckWeights(weights, source);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
+        foreach (var b in _buckets)
+            foreach (var m in b.Members)
+                m.Source.Parameter.copy_(weights[m.Source.Name]);
+    }
+
+    /// <summary>Throws unless <paramref name="weights"/> holds every parameter by name with its shape (what
+    /// <see cref="LoadWeights"/> needs); changes nothing.</summary>
+    /// <exception cref="InvalidDataException">Names the first parameter that is missing or has another shape.</exception>
+    internal void CheckWeights(IReadOnlyDictionary<string, Tensor> weights, string source)
+    {
+        ThrowIfDisposed();
         foreach (var b in _buckets)
             foreach (var m in b.Members)
             {
@@ -221,7 +233,6 @@ public sealed class FlatAdamW : IDisposable
                     throw new InvalidDataException($"{source} has no tensor '{m.Source.Name}'.");
                 if (!value.shape.SequenceEqual(m.Shape))
                     throw new InvalidDataException($"{source}: tensor '{m.Source.Name}' has shape [{string.Join(", ", value.shape)}]; the model's parameter has [{string.Join(", ", m.Shape)}].");
-                m.Source.Parameter.copy_(value);
             }
     }
 
@@ -247,18 +258,33 @@ public sealed class FlatAdamW : IDisposable
         return (tensors, metadata);
     }
 
-    /// <summary>Restores state written by <see cref="StateDict"/>.</summary>
+    /// <summary>Restores state written by <see cref="StateDict"/>. All of it is checked before any is copied, so state
+    /// for other parameters leaves the optimizer as it was.</summary>
     /// <param name="tensors">The moment tensors.</param>
     /// <param name="metadata">The metadata (step count and layouts).</param>
     /// <param name="source">What the state comes from, for error messages.</param>
     public void LoadStateDict(IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string> metadata, string source)
+    {
+        long step = CheckStateDict(tensors, metadata, source);
+        using var noGrad = no_grad();
+        for (int i = 0; i < _buckets.Count; i++)
+        {
+            _buckets[i].ExpAvg.copy_(tensors[$"bucket{i}.exp_avg"]);
+            _buckets[i].ExpAvgSq.copy_(tensors[$"bucket{i}.exp_avg_sq"]);
+        }
+        StepCount = step;
+    }
+
+    /// <summary>Throws unless the state fits this optimizer's buckets (count, parameter layout, moment sizes); changes
+    /// nothing. Returns the step count it records.</summary>
+    /// <exception cref="InvalidDataException">Names the first thing that does not fit.</exception>
+    internal long CheckStateDict(IReadOnlyDictionary<string, Tensor> tensors, IReadOnlyDictionary<string, string> metadata, string source)
     {
         ThrowIfDisposed();
         string Meta(string key) => metadata.TryGetValue(key, out var v) ? v : throw new InvalidDataException($"{source} lacks optimizer metadata '{key}'.");
         int count = int.Parse(Meta("buckets"), System.Globalization.CultureInfo.InvariantCulture);
         if (count != _buckets.Count)
             throw new InvalidDataException($"{source} holds optimizer state for {count} parameter buckets; the current parameters form {_buckets.Count}.");
-        using var noGrad = no_grad();
         for (int i = 0; i < count; i++)
         {
             var layout = Meta($"bucket{i}.layout");
@@ -268,10 +294,9 @@ public sealed class FlatAdamW : IDisposable
             {
                 if (!tensors.TryGetValue(key, out var value)) throw new InvalidDataException($"{source} has no tensor '{key}'.");
                 if (!value.shape.SequenceEqual(target.shape)) throw new InvalidDataException($"{source}: '{key}' has {value.numel()} elements; expected {target.numel()}.");
-                target.copy_(value);
             }
         }
-        StepCount = long.Parse(Meta("step"), System.Globalization.CultureInfo.InvariantCulture);
+        return long.Parse(Meta("step"), System.Globalization.CultureInfo.InvariantCulture);
     }
 
     /// <summary>Fails when some parameter's gradient no longer lives in the flat buffer (checked once, at the first

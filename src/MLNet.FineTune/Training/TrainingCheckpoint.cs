@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using MLNet.FineTune.Checkpoints;
 using MLNet.FineTune.Runtime;
@@ -33,6 +34,8 @@ internal sealed record CheckpointState
     public long? BestStep { get; init; }
     public int PatienceCounter { get; init; }
     public List<TrainingStepRecord> History { get; init; } = [];
+    /// <summary>What identifies the run (<see cref="TrainingSetup.RunFingerprint"/>); null when the setup gave none.</summary>
+    public Dictionary<string, string>? RunFingerprint { get; init; }
 }
 
 /// <summary>
@@ -116,36 +119,75 @@ internal static class TrainingCheckpoint
         return state;
     }
 
+    /// <summary>Throws when a checkpoint was written by another run: its recorded fingerprint differs from this run's
+    /// in any entry (or an entry is recorded on one side only). The message names every entry that differs and, for
+    /// JSON objects (an adapter config), the keys within it.</summary>
+    /// <exception cref="ArgumentException">The fingerprints differ.</exception>
+    public static void CheckSameRun(string folder, IReadOnlyDictionary<string, string>? recorded, IReadOnlyDictionary<string, string>? current)
+    {
+        recorded ??= new Dictionary<string, string>();
+        current ??= new Dictionary<string, string>();
+        var differences = recorded.Keys.Union(current.Keys).Order(StringComparer.Ordinal)
+            .Select(name => DescribeDifference(name, recorded.GetValueOrDefault(name), current.GetValueOrDefault(name)))
+            .OfType<string>().ToList();
+        if (differences.Count > 0)
+            throw new ArgumentException($"Cannot resume from {folder}: it was written by another run. What differs: {string.Join("; ", differences)}. " +
+                "Resume with the base model, method and task settings the checkpoint was written with, or train without ResumeFromCheckpoint.");
+    }
+
+    /// <summary>"name: what differs", or null when both sides agree.</summary>
+    private static string? DescribeDifference(string name, string? recorded, string? current)
+    {
+        if (recorded == current) return null;
+        if (recorded is null) return $"{name} (not recorded in the checkpoint; this run has {Abbreviate(current!)})";
+        if (current is null) return $"{name} (recorded in the checkpoint as {Abbreviate(recorded)}; this run has none)";
+        if (ParseObject(recorded) is { } before && ParseObject(current) is { } now)
+        {
+            var keys = before.Select(p => p.Key).Union(now.Select(p => p.Key)).Where(k => !JsonNode.DeepEquals(before[k], now[k])).Order(StringComparer.Ordinal).ToList();
+            string Value(JsonObject o, string key) => o.ContainsKey(key) ? Abbreviate(o[key]?.ToJsonString() ?? "null") : "absent";
+            if (keys.Count > 0)
+                return $"{name}: " + string.Join(", ", keys.Select(k => $"{k} {Value(before, k)} in the checkpoint, {Value(now, k)} now"));
+        }
+        return $"{name}: {Abbreviate(recorded)} in the checkpoint, {Abbreviate(current)} now";
+    }
+
+    private static JsonObject? ParseObject(string text)
+    {
+        try { return JsonNode.Parse(text) as JsonObject; }
+        catch (JsonException) { return null; }
+    }
+
+    private static string Abbreviate(string value) => value.Length <= 80 ? value : value[..77] + "...";
+
     /// <summary>Loads the tensors of a checkpoint: weights into the parameters, the optimizer state, the generator
-    /// state; returns the best-weights snapshot when the checkpoint has one (the caller disposes it).</summary>
+    /// state; returns the best-weights snapshot when the checkpoint has one (the caller disposes it). Every file is
+    /// read and checked against the optimizer's parameters before anything is copied, so a checkpoint that does not
+    /// fit leaves the model, the optimizer and the generator as they were.</summary>
     public static IReadOnlyList<Tensor>? LoadTensors(string folder, FlatAdamW optimizer)
     {
-        IReadOnlyList<Tensor>? best = null;
         using var scope = NewDisposeScope();
         var weightsPath = Path.Combine(folder, WeightsFile);
-        optimizer.LoadWeights(SafeTensors.Load(weightsPath), weightsPath);
+        var weights = SafeTensors.Load(weightsPath);
+        optimizer.CheckWeights(weights, weightsPath);
         var optimizerPath = Path.Combine(folder, OptimizerFile);
         var (_, metadata, _) = SafeTensors.ReadHeader(optimizerPath);
-        optimizer.LoadStateDict(SafeTensors.Load(optimizerPath), metadata, optimizerPath);
+        var moments = SafeTensors.Load(optimizerPath);
+        optimizer.CheckStateDict(moments, metadata, optimizerPath);
         var rngPath = Path.Combine(folder, RngFile);
-        var rng = SafeTensors.Load(rngPath);
-        if (!rng.TryGetValue("cpu", out var cpuState)) throw new InvalidDataException($"{rngPath} has no tensor 'cpu'.");
-        torch.set_rng_state(cpuState);
+        if (!SafeTensors.Load(rngPath).TryGetValue("cpu", out var cpuState)) throw new InvalidDataException($"{rngPath} has no tensor 'cpu'.");
         var bestPath = Path.Combine(folder, BestFile);
-        if (File.Exists(bestPath))
-        {
-            var snapshot = optimizer.CloneWeights();
-            using (no_grad())
-            {
-                var loaded = SafeTensors.Load(bestPath);
-                foreach (var (name, view) in optimizer.NamedWeights(snapshot))
-                {
-                    if (!loaded.TryGetValue(name, out var value)) throw new InvalidDataException($"{bestPath} has no tensor '{name}'.");
-                    view.copy_(value);
-                }
-            }
-            best = snapshot;
-        }
-        return best;
+        var best = File.Exists(bestPath) ? SafeTensors.Load(bestPath) : null;
+        if (best is not null) optimizer.CheckWeights(best, bestPath);
+
+        // Everything fits: only now does anything change.
+        optimizer.LoadWeights(weights, weightsPath);
+        optimizer.LoadStateDict(moments, metadata, optimizerPath);
+        torch.set_rng_state(cpuState);
+        if (best is null) return null;
+        var snapshot = optimizer.CloneWeights();
+        using (no_grad())
+            foreach (var (name, view) in optimizer.NamedWeights(snapshot))
+                view.copy_(best[name]);
+        return snapshot;
     }
 }

@@ -349,6 +349,53 @@ public sealed class FineTuneTrainerTests
         StringAssert.Contains(e.Message, "TrainerOptions.BatchSize");
     }
 
+    [TestMethod]
+    public void ResumeRefusesAnotherRunsCheckpointNamingWhatDiffersAndKeepsTheWeights()
+    {
+        var checkpoints = Path.Combine(_dir, "run");
+        var written = new Dictionary<string, string> { ["base model"] = "abc123", ["method"] = """{"peft_type":"LORA","r":4,"lora_alpha":8}""", ["task"] = """{"labels":["neg","pos"]}""" };
+        using (var task = new TinyTask(24))
+            FineTuneTrainer.Train(task.Setup(Base with { CheckpointEverySteps = 2, CheckpointDirectory = checkpoints, MaxSteps = 2 }, fingerprint: written));
+
+        // Same shapes, same data order: only the fingerprint tells these runs apart.
+        var other = new Dictionary<string, string>(written) { ["method"] = """{"peft_type":"LORA","r":8,"lora_alpha":8}""", ["task"] = """{"labels":["bad","good"]}""" };
+        using var again = new TinyTask(24, modelSeed: 2);
+        using var before = new Weights(again.Snapshot());
+        var e = NamedErrors.Expect<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { ResumeFromCheckpoint = checkpoints }, fingerprint: other)),
+            "method: r 4 in the checkpoint, 8 now", """task: labels ["neg","pos"] in the checkpoint, ["bad","good"] now""");
+        using var after = new Weights(again.Snapshot());
+        double changed = TinyTask.MaxDifference(before.Map, after.Map);
+        Console.WriteLine($"weights changed by the refused resume: max {changed:E2}");
+        Assert.DoesNotContain("base model:", e.Message, "the base model agrees and must not be named");
+        Assert.AreEqual(0.0, changed);
+
+        NamedErrors.Expect<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { ResumeFromCheckpoint = checkpoints })),
+            "base model (recorded in the checkpoint as abc123; this run has none)");
+
+        using var same = new TinyTask(24);
+        var resumed = FineTuneTrainer.Train(same.Setup(Base with { ResumeFromCheckpoint = checkpoints, MaxSteps = 3 }, fingerprint: written));
+        Assert.AreEqual(3L, resumed.StepsCompleted, "the run that wrote the checkpoint resumes");
+    }
+
+    [TestMethod]
+    public void ACheckpointThatDoesNotFitTheOptimizerLeavesTheWeightsAsTheyWere()
+    {
+        // Same parameter names and shapes (the weights file fits), but the second run gives the classifier its own
+        // learning rate: another bucket layout, which the optimizer state does not fit.
+        var checkpoints = Path.Combine(_dir, "run");
+        using (var task = new TinyTask(24))
+            FineTuneTrainer.Train(task.Setup(Base with { CheckpointEverySteps = 2, CheckpointDirectory = checkpoints, MaxSteps = 2 }));
+        using var again = new TinyTask(24, modelSeed: 2);
+        using var before = new Weights(again.Snapshot());
+        var setup = again.Setup(Base with { ResumeFromCheckpoint = checkpoints },
+            parameters: again.Parameters().Select(p => p.Name.StartsWith("classifier", StringComparison.Ordinal) ? p with { LearningRateMultiplier = 2 } : p).ToList());
+        NamedErrors.Expect<InvalidDataException>(() => FineTuneTrainer.Train(setup), "optimizer.safetensors");
+        using var after = new Weights(again.Snapshot());
+        double changed = TinyTask.MaxDifference(before.Map, after.Map);
+        Console.WriteLine($"weights changed by the refused resume: max {changed:E2}");
+        Assert.AreEqual(0.0, changed, "the checkpoint's weights were copied in before its optimizer state was refused");
+    }
+
     /// <summary>A frozen bfloat16 base with a float32 adapter that casts inside forward, as the PEFT wrappers do.</summary>
     private sealed class Bf16BaseWithAdapter : nn.Module<Tensor, Tensor>
     {

@@ -82,9 +82,11 @@ internal sealed class TinyTask : IDisposable
     public Dictionary<string, Tensor> Snapshot() =>
         Model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone().DetachFromDisposeScope());
 
-    public TrainingSetup Setup(TrainerOptions options, Func<EvaluationResult>? evaluate = null, Func<IReadOnlyList<int>, Tensor>? loss = null) => new()
+    public TrainingSetup Setup(TrainerOptions options, Func<EvaluationResult>? evaluate = null, Func<IReadOnlyList<int>, Tensor>? loss = null,
+        IReadOnlyDictionary<string, string>? fingerprint = null, IReadOnlyList<TrainableParameter>? parameters = null) => new()
     {
-        Model = Model, Parameters = Parameters(), ExampleCount = Count, ComputeLoss = loss ?? Loss, Evaluate = evaluate, Options = options,
+        Model = Model, Parameters = parameters ?? Parameters(), ExampleCount = Count, ComputeLoss = loss ?? Loss, Evaluate = evaluate, Options = options,
+        RunFingerprint = fingerprint,
     };
 
     public static double MaxDifference(IReadOnlyDictionary<string, Tensor> a, IReadOnlyDictionary<string, Tensor> b) =>

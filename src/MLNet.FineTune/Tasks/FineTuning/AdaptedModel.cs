@@ -119,9 +119,11 @@ internal sealed class AdaptedModel
     }
 
     /// <summary>Trains the method's parameters with the shared loop; <paramref name="progress"/> receives every step
-    /// (the estimator's channel, which forwards to <see cref="FineTuneOptions.Progress"/>).</summary>
+    /// (the estimator's channel, which forwards to <see cref="FineTuneOptions.Progress"/>). <paramref name="taskSettings"/>
+    /// (JSON: labels, lengths) joins the base model's hash and the method's config in the run fingerprint every
+    /// checkpoint records, so that resuming from another run's checkpoint fails naming what differs.</summary>
     public TrainingResult Train(FineTuneOptions options, MethodOptions method, int seed, int exampleCount, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, Action<string> log, IProgress<TrainingProgress> progress)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Action<string> log, IProgress<TrainingProgress> progress)
     {
         var parameters = ParameterGroups.FromGroups(Model, Peft.ParameterGroups(MethodConfigs.LoraPlusRatio(method)));
         var trainer = new TrainerOptions
@@ -158,6 +160,7 @@ internal sealed class AdaptedModel
                 ExampleLengths = exampleLengths,
                 ComputeLoss = computeLoss,
                 Evaluate = evaluate is null ? null : () => { Model.eval(); try { return evaluate(); } finally { Model.train(); } },
+                RunFingerprint = RunFingerprint(taskSettings),
                 Options = trainer,
             });
             if (options.TrainingPlotPath is { } plot) SavePlotOrWarn(result.History, plot, log);
@@ -168,6 +171,16 @@ internal sealed class AdaptedModel
             Model.eval();
         }
     }
+
+    /// <summary>What identifies a training run of this model: the base weights (the folder's hash, which does not
+    /// depend on where the folder lies), the method's config (rank, alpha, targets; not the folder's path) and the
+    /// task's settings.</summary>
+    private Dictionary<string, string> RunFingerprint(string taskSettings) => new(StringComparer.Ordinal)
+    {
+        ["base model SHA-256"] = BaseSha256 ?? throw new InvalidOperationException("A model loaded from a self-contained model.zip has no base folder to train on."),
+        ["method"] = PeftConfigJson.WriteModelMethod(Peft.Config with { BaseModelNameOrPath = null, InferenceMode = false }),
+        ["task"] = taskSettings,
+    };
 
     /// <summary>Writes the plot of <see cref="FineTuneOptions.TrainingPlotPath"/>; a failure is logged, not thrown: the
     /// trained model matters more than its picture, and the fitted transformer can still write it.</summary>
@@ -267,12 +280,13 @@ internal sealed class AdaptedModel
         return new AdaptedModel(model, peft, tokenizer, tokenizerFiles, config, device, baseDType, baseFolder, stored.Sha256);
     }
 
-    /// <summary>Writes the adapter in Hugging Face PEFT's format (bottleneck adapters: this library's format).</summary>
-    public void SaveAdapter(string folder)
+    /// <summary>Writes the adapter in Hugging Face PEFT's format (bottleneck adapters: this library's format), with the
+    /// task's <paramref name="taskFiles"/> (name to text) beside it in the same atomic set.</summary>
+    public void SaveAdapter(string folder, IReadOnlyDictionary<string, string>? taskFiles = null)
     {
         if (Peft.Config is FullFineTuneConfig)
             throw new NotSupportedException("A fully fine-tuned model has no adapter to save: every weight was trained. Save the whole model with mlContext.Model.Save(model, schema, path) (BaseModelStorage.SelfContained puts every weight in the zip).");
-        Peft.SaveAdapter(folder);
+        Peft.SaveAdapter(folder, taskFiles);
     }
 
     /// <summary>The tensors that differ from the base checkpoint: trained parameters, and for PiSSA the residual

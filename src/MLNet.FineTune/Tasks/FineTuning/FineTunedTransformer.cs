@@ -59,7 +59,10 @@ public abstract class FineTunedTransformer : ITransformer, ICanSaveModel
     /// <summary>Writes the adapter in Hugging Face PEFT's format (adapter_config.json, adapter_model.safetensors); a task
     /// head trained from scratch (classifier, qa_outputs) is saved with it, as PEFT's modules_to_save.</summary>
     /// <exception cref="NotSupportedException">The model was fully fine-tuned: it has no adapter.</exception>
-    public void SaveAdapter(string folder) => Adapted.SaveAdapter(folder);
+    public void SaveAdapter(string folder) => Adapted.SaveAdapter(folder, AdapterTaskFiles());
+
+    /// <summary>Files the task saves beside its adapter (a classifier's labels), by name; PEFT ignores them.</summary>
+    private protected virtual IReadOnlyDictionary<string, string>? AdapterTaskFiles() => null;
 
     /// <summary>Writes a PNG of the training curves.</summary>
     /// <exception cref="InvalidOperationException">The model has no training history.</exception>

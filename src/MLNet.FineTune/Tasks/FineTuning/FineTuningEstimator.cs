@@ -81,10 +81,15 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// <param name="run">This Fit's run.</param>
     /// <param name="createTaskModel">Builds the task model (e.g. a sequence classifier with n labels) from a config.</param>
     /// <param name="peftTaskType">PEFT's task type (<see cref="PeftTaskType"/>), written into a saved adapter.</param>
+    /// <exception cref="ArgumentException">The initial adapter is of another method than this estimator's.</exception>
     private protected AdaptedModel CreateModel<TModel>(FineTuningRun run, Func<HfConfig, TModel> createTaskModel, string peftTaskType)
-        where TModel : nn.Module, IPretrainedModel =>
-        AdaptedModel.CreateForTraining(run.BaseFolder, config => createTaskModel(ModelDropout.Override(config, Options.Dropout)),
-            MethodConfigs.ToPeftConfig(Method, peftTaskType, run.BaseFolder), run.BaseDType, run.Device, run.Log, Options.InitialAdapter);
+        where TModel : nn.Module, IPretrainedModel
+    {
+        var method = MethodConfigs.ToPeftConfig(Method, peftTaskType, run.BaseFolder);
+        if (Options.InitialAdapter is { } adapter) InitialAdapterMethod.Check(adapter, method);
+        return AdaptedModel.CreateForTraining(run.BaseFolder, config => createTaskModel(ModelDropout.Override(config, Options.Dropout)),
+            method, run.BaseDType, run.Device, run.Log, Options.InitialAdapter);
+    }
 
     /// <summary>
     /// Trains <paramref name="adapted"/> with the shared loop, reporting progress to the MLContext's progress channel and
@@ -95,16 +100,18 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// <param name="exampleLengths">Tokens of each training example (its index is what <paramref name="computeLoss"/> receives).</param>
     /// <param name="computeLoss">The mean loss of a batch of example indices, a scalar that requires grad.</param>
     /// <param name="evaluate">The validation metric, or null without a validation set.</param>
+    /// <param name="taskSettings">The task's settings that shape its examples and outputs (labels, lengths), as JSON:
+    /// checkpoints record them, so a resume with other settings is refused.</param>
     /// <param name="describeExamples">Names a batch's examples in the user's terms (e.g. "training rows 3, 17"), for the
     /// error when a step's loss is not finite.</param>
     private protected TrainingResult Train(FineTuningRun run, AdaptedModel adapted, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, Func<IReadOnlyList<int>, string> describeExamples)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Func<IReadOnlyList<int>, string> describeExamples)
     {
         using var progress = new TrainingProgressChannel(_host, _activity, Options.Progress);
         TrainingResult result;
         try
         {
-            result = adapted.Train(Options, Method, run.Seed, exampleLengths.Count, exampleLengths, computeLoss, evaluate, run.Log, progress);
+            result = adapted.Train(Options, Method, run.Seed, exampleLengths.Count, exampleLengths, computeLoss, evaluate, taskSettings, run.Log, progress);
         }
         catch (NonFiniteLossException e)
         {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
@@ -77,8 +78,13 @@ public sealed class QuestionAnsweringEstimator : FineTuningEstimator<QuestionAns
         Tensor Loss(IReadOnlyList<int> batch) => answerer.Loss(batch.Select(i => windows[i]).ToList());
         Func<EvaluationResult>? evaluate = validation is null ? null : () => Evaluate(answerer, validation, Options.ScoringBatchSize);
 
+        var taskSettings = JsonSerializer.Serialize(new
+        {
+            max_sequence_length = Options.MaxSequenceLength, doc_stride = Options.DocStride,
+            context_windowing = Options.ContextWindowing.ToString(), squad_v2 = versionTwo,
+        });
         // Examples are windows; train[i] is row i of the training data (every row is read, in order).
-        var result = Train(run, adapted, windows.Select(w => w.Length).ToList(), Loss, evaluate,
+        var result = Train(run, adapted, windows.Select(w => w.Length).ToList(), Loss, evaluate, taskSettings,
             batch => DescribeTrainingRows(batch.Select(i => windows[i].ExampleIndex), row => $"question '{train[row].Example.Id}'"));
         return new QuestionAnsweringTransformer(answerer, QuestionAnsweringTransformer.Settings.From(Options, versionTwo), result.History);
     }

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
@@ -47,7 +48,14 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
 
         var run = StartRun(channel);
         run.Log($"{train.Count} training rows, {labels.Count} classes ({string.Join(", ", labels.Names.Take(10))}); base {run.BaseFolder}; device {run.Device}; base dtype {run.BaseDType}");
-        var adapted = CreateModel(run, config => ModelFactory.CreateSequenceClassification(config, labels.Count), PeftTaskType.SequenceClassification);
+        if (Options.InitialAdapter is { } initialAdapter) AdapterLabels.CheckSameLabels(initialAdapter, labels, Options.LabelColumnName);
+        var adapted = CreateModel(run, config =>
+        {
+            var model = ModelFactory.CreateSequenceClassification(config, labels.Count);
+            // Before the adapter loads: its head's shape is the only record of the classes of an adapter saved by PEFT.
+            if (Options.InitialAdapter is { } adapter) AdapterLabels.CheckClassCount(model, adapter, labels, Options.LabelColumnName);
+            return model;
+        }, PeftTaskType.SequenceClassification);
         var classifier = new TextClassifierModel(adapted, labels, Options.MaxSequenceLength);
 
         var encoded = train.Select(e => classifier.Encode(e.Input)).ToList();
@@ -65,8 +73,9 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
             return new EvaluationResult("accuracy", (double)correct / validation.Count, HigherIsBetter: true);
         };
 
+        var taskSettings = JsonSerializer.Serialize(new { labels = labels.Names, max_sequence_length = Options.MaxSequenceLength, text_pair = Options.TextPairColumnName is not null });
         // Example i is row i of the training data: every row becomes one example, in order.
-        var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, batch => DescribeTrainingRows(batch));
+        var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, taskSettings, batch => DescribeTrainingRows(batch));
         var settings = new TextClassificationTransformer.Settings(Options.TextColumnName, Options.TextPairColumnName,
             Options.ScoreColumnName, Options.PredictedLabelColumnName, labels.Kind, labels.Names.ToArray(),
             Options.MaxSequenceLength, Options.ScoringBatchSize, Options.BaseModelStorage);

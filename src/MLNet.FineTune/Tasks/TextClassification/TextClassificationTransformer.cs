@@ -57,6 +57,10 @@ public sealed class TextClassificationTransformer : FineTunedTransformer
     internal override IBatchScorer CreateScorer() => new TextClassificationScorer(_model, _settings.TextColumn, _settings.PairColumn,
         _settings.ScoreColumn, _settings.PredictedLabelColumn, _settings.ScoringBatchSize);
 
+    /// <summary>The classes beside the adapter (<see cref="AdapterLabels"/>), so continuing from it checks them.</summary>
+    private protected override IReadOnlyDictionary<string, string> AdapterTaskFiles() =>
+        new Dictionary<string, string> { [AdapterLabels.FileName] = AdapterLabels.ToJson(_model.Labels.Names) };
+
     internal override void SaveSettings(ModelPayloadWriter payloads) => payloads.AddJson(SettingsPayload, _settings, ModelZipStorage.JsonOptions);
 
     // Version 0x00010001: settings JSON, optional training history, the adapted model's payloads (FineTunedTransformer).

@@ -5,6 +5,7 @@ using Microsoft.ML.Runtime;
 using MLNet.FineTune.Tasks.FineTuning;
 using MLNet.FineTune.Tests.Training;
 using MLNet.FineTune.Training;
+using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 
@@ -18,27 +19,6 @@ namespace MLNet.FineTune.Tests.Tasks.FineTuning;
 public sealed class FineTuningEstimatorTests
 {
     private const string TextClassification = BothTasks.TextClassification, QuestionAnswering = BothTasks.QuestionAnswering;
-
-    private static readonly string Folder = Directory.CreateTempSubdirectory("mlft-finetuning-tests-").FullName;
-
-    private static IDataView Data(MLContext ml, string task, int seed) => BothTasks.Data(ml, task, seed);
-
-    private static FineTuneOptions Options(string task, string baseModel) => BothTasks.Options(task, baseModel);
-
-    private static FineTunedTransformer Fit(MLContext ml, FineTuneOptions options, IDataView train)
-    {
-        var lora = new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, TargetModules = ["query", "key", "value", "dense"] };
-        return options switch
-        {
-            TextClassificationOptions o => ml.FineTune().Lora(o, lora).Fit(train),
-            QuestionAnsweringOptions o => ml.FineTune().Lora(o, lora).Fit(train),
-            _ => throw new ArgumentException($"No task for {options.GetType().Name}."),
-        };
-    }
-
-    private static float[] Scores(FineTunedTransformer model, IDataView data) => model.Transform(data).GetColumn<float>("Score").ToArray();
-
-    private static double MaxDifference(float[] a, float[] b) => a.Zip(b).Max(p => Math.Abs((double)p.First - p.Second));
 
     [TestMethod]
     [DataRow(TextClassification)]
