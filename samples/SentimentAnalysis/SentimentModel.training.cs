@@ -85,7 +85,8 @@ public static partial class SentimentModel
     public static ITransformer RetrainModel(MLContext mlContext, IDataView trainData, TrainingSettings settings) =>
         BuildPipeline(mlContext, settings).Fit(trainData);
 
-    /// <summary>Saves the trained model to a zip that <see cref="Predict"/> (or any ML.NET app) loads.</summary>
+    /// <summary>Saves the trained model to a zip that <see cref="Predict"/> (or any ML.NET app) loads; a failed save
+    /// keeps the previous file (ML.NET's own Save truncates it first).</summary>
     public static void SaveModel(MLContext mlContext, ITransformer model, DataViewSchema inputSchema, string path) =>
-        mlContext.Model.Save(model, inputSchema, path);
+        mlContext.Model.SaveAtomically(model, inputSchema, path);
 }
