@@ -50,12 +50,10 @@ public static class CausalModelFactory
         {
             foreach (var tensor in weights.Values) tensor.Dispose();
         }
-        if (report.Missing.Count > 0)
+        if (report.MissingWeightsError(folder, config.ModelType, [], "Is tie_word_embeddings right in config.json?") is { } missing)
         {
             model.Dispose();
-            throw new InvalidDataException(
-                $"{folder}: the checkpoint lacks {report.Missing.Count} weight(s) of this {config.ModelType} model, first: " +
-                $"{string.Join(", ", report.Missing.Take(5))}. Is tie_word_embeddings right in config.json?");
+            throw missing;
         }
         if (device is not null) model.to(device);
         model.eval();

@@ -13,6 +13,28 @@ public sealed record WeightLoadReport(IReadOnlyList<string> Loaded, IReadOnlyLis
     public override string ToString() =>
         $"loaded {Loaded.Count} tensors; missing (newly initialised) {Missing.Count}{List(Missing)}; unexpected (ignored) {Unexpected.Count}{List(Unexpected)}";
 
+    /// <summary>
+    /// An error unless the checkpoint supplied every weight of the model, except those under <paramref name="mayStartNew"/>
+    /// (module paths such as a new task head, which start from random values as in transformers): a missing weight
+    /// means the folder holds another family's checkpoint, other key names or an incomplete file, and the model would
+    /// silently run or train with random weights there.
+    /// </summary>
+    /// <param name="source">What loaded, for the message (e.g. the folder).</param>
+    /// <param name="modelType">config.json's model_type.</param>
+    /// <param name="mayStartNew">Module paths whose weights may be missing.</param>
+    /// <param name="hint">A last sentence: what to check.</param>
+    /// <returns>Null, or the error naming the source, the first missing keys and the first unknown ones.</returns>
+    public InvalidDataException? MissingWeightsError(string source, string modelType, IEnumerable<string> mayStartNew, string hint)
+    {
+        var allowed = mayStartNew.Select(m => m + ".").ToList();
+        var missing = Missing.Where(key => !allowed.Any(m => key.StartsWith(m, StringComparison.Ordinal))).ToList();
+        if (missing.Count == 0) return null;
+        var unknown = Unexpected.Count == 0 ? "" :
+            $" The checkpoint has {Unexpected.Count} key(s) the model does not know, first: {string.Join(", ", Unexpected.Take(3))}.";
+        return new InvalidDataException(
+            $"{source}: the checkpoint lacks {missing.Count} weight(s) of the {modelType} model, first: {string.Join(", ", missing.Take(5))}.{unknown} {hint}");
+    }
+
     private static string List(IReadOnlyList<string> keys) =>
         keys.Count == 0 ? "" : ": " + string.Join(", ", keys.Take(8)) + (keys.Count > 8 ? ", ..." : "");
 }

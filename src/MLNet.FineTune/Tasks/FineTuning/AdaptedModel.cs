@@ -98,25 +98,13 @@ internal sealed class AdaptedModel
         return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder), HashBaseFolder(baseFolder));
     }
 
-    /// <summary>
-    /// An error unless the checkpoint supplied every weight of the pretrained encoder. Only the new task head (e.g.
-    /// classifier, qa_outputs) and a pooler the checkpoint lacks (transformers initialises both) may start from random
-    /// values; any other missing weight means the folder holds another family's checkpoint or other key names, and
-    /// training would silently start from random weights.
-    /// </summary>
-    /// <returns>Null, or the error naming the folder and the first missing keys.</returns>
-    private static InvalidDataException? MissingBaseWeights(WeightLoadReport report, IPretrainedModel model, string folder)
-    {
-        var newModules = model.HeadModuleNames.Append($"{model.BaseModelPrefix}.pooler").Select(m => m + ".").ToList();
-        var missing = report.Missing.Where(key => !newModules.Any(m => key.StartsWith(m, StringComparison.Ordinal))).ToList();
-        if (missing.Count == 0) return null;
-        var unknown = report.Unexpected.Count == 0 ? "" :
-            $" The checkpoint has {report.Unexpected.Count} key(s) the model does not know, first: {string.Join(", ", report.Unexpected.Take(3))}.";
-        return new InvalidDataException(
-            $"BaseModel folder {folder}: the checkpoint lacks {missing.Count} weight(s) of the pretrained {model.ModelType} model, first: " +
-            $"{string.Join(", ", missing.Take(5))}.{unknown} Is it incomplete, saved with other key names, or a checkpoint of another " +
-            $"model family than config.json's model_type \"{model.ModelType}\"? Training would start those weights from random values.");
-    }
+    /// <summary>An error unless the checkpoint supplied every weight of the pretrained encoder: only the new task head
+    /// (e.g. classifier, qa_outputs) and a pooler the checkpoint lacks (transformers initialises both) may start from
+    /// random values.</summary>
+    private static InvalidDataException? MissingBaseWeights(WeightLoadReport report, IPretrainedModel model, string folder) =>
+        report.MissingWeightsError($"BaseModel folder {folder}", $"pretrained {model.ModelType}",
+            model.HeadModuleNames.Append($"{model.BaseModelPrefix}.pooler"),
+            $"Is it incomplete, saved with other key names, or a checkpoint of another model family than config.json's model_type \"{model.ModelType}\"? Training would start those weights from random values.");
 
     /// <summary>Trains the method's parameters with the shared loop; <paramref name="progress"/> receives every step
     /// (the estimator's channel, which forwards to <see cref="FineTuneOptions.Progress"/>). <paramref name="taskSettings"/>
