@@ -54,14 +54,7 @@ internal sealed class ClassLabels
             case KeyDataViewType key:
             {
                 int count = checked((int)key.Count);
-                var names = Enumerable.Range(1, count).Select(i => i.ToString()).ToArray();
-                if (column.Annotations.Schema.GetColumnOrNull("KeyValues") is { } kv && kv.Type is VectorDataViewType { ItemType: TextDataViewType })
-                {
-                    VBuffer<ReadOnlyMemory<char>> values = default;
-                    column.GetKeyValues(ref values);
-                    names = values.DenseValues().Select(v => v.ToString()).ToArray();
-                }
-                return (LabelKind.Key, names);
+                return (LabelKind.Key, KeyValueNames(column) ?? KeyNumbers(count));
             }
             case TextDataViewType:
             {
@@ -92,6 +85,18 @@ internal sealed class ClassLabels
         if (seen.Count < 2) throw OneClass(labelColumnName, seen.Count == 1 ? Names[seen[0]] : null);
     }
 
+    /// <summary>"1".."count": the names of keys that carry no key values.</summary>
+    private static string[] KeyNumbers(int count) => Enumerable.Range(1, count).Select(i => i.ToString()).ToArray();
+
+    /// <summary>The key column's text KeyValues annotation (what MapValueToKey records), or null.</summary>
+    private static string[]? KeyValueNames(DataViewSchema.Column column)
+    {
+        if (column.Annotations.Schema.GetColumnOrNull("KeyValues") is not { Type: VectorDataViewType { ItemType: TextDataViewType } }) return null;
+        VBuffer<ReadOnlyMemory<char>> values = default;
+        column.GetKeyValues(ref values);
+        return values.DenseValues().Select(v => v.ToString()).ToArray();
+    }
+
     private static InvalidDataException OneClass(string labelColumnName, string? label) =>
         new($"Every row of the training data has the same label in column '{labelColumnName}'{(label is null ? "" : $" ({label})")}: " +
             "classification needs examples of at least 2 classes.");
@@ -113,6 +118,14 @@ internal sealed class ClassLabels
             case LabelKind.Key:
             {
                 if (column.Type is not KeyDataViewType key || (int)key.Count != Count) throw TypeMismatch(column, $"Key<{Count}>", what);
+                // Same count, other mapping (e.g. MapValueToKey fitted on this data alone): the indices would mean other classes.
+                bool namedByKeyValues = !Names.SequenceEqual(KeyNumbers(Count));
+                if (namedByKeyValues && KeyValueNames(column) is { } keyValues && !keyValues.SequenceEqual(Names))
+                {
+                    int first = Enumerable.Range(0, Count).First(i => keyValues[i] != Names[i]);
+                    throw new InvalidDataException($"The {what} maps {where} to keys differently from the training data: key {first + 1} is " +
+                        $"'{keyValues[first]}' there and '{Names[first]}' in training. Fit one MapValueToKey on the training data and apply that transformer to both.");
+                }
                 var getter = row.GetGetter<uint>(column);
                 uint value = 0;
                 return () =>

@@ -119,5 +119,16 @@ public sealed class TextClassificationInputErrorTests
         var twoKeys = otherMap.Transform(ml.Data.LoadFromEnumerable(new[] { T("red") }));
         NamedErrors.Expect<ArgumentOutOfRangeException>(() => ml.FineTune().Lora(Options(twoKeys)).Fit(keyMap.Transform(train)),
             "label column 'Label' in the validation data", "Key<3>", "Key<UInt32, 0-1>");
+
+        // Three keys from a mapping fitted on the validation rows alone (blue, green, red in another order): same type,
+        // other meaning. Training's mapping: red 1, green 2, blue 3; this one: blue 1, red 2, green 3.
+        var reordered = ml.Transforms.Conversion.MapValueToKey("Label").Fit(ml.Data.LoadFromEnumerable(new[] { T("blue"), T("red"), T("green") }));
+        var reorderedValidation = reordered.Transform(ml.Data.LoadFromEnumerable(new[] { T("red"), T("blue") }));
+        NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(Options(reorderedValidation)).Fit(keyMap.Transform(train)),
+            "label column 'Label'", "validation data", "key 1 is 'blue' there and 'red' in training", "MapValueToKey");
+        // The training data's own mapping applied to the validation rows is accepted (no error before training starts).
+        var sameMapping = keyMap.Transform(ml.Data.LoadFromEnumerable(new[] { T("red"), T("blue") }));
+        var model = ml.FineTune().Lora(Options(sameMapping)).Fit(keyMap.Transform(train));
+        CollectionAssert.AreEqual(new[] { "red", "green", "blue" }, model.Labels.ToArray());
     }
 }
