@@ -36,7 +36,7 @@ internal sealed class AdaptedModel
     private readonly IReadOnlyDictionary<string, byte[]> _tokenizerFiles;
 
     private AdaptedModel(nn.Module model, PeftModel peft, HfTokenizer tokenizer, IReadOnlyDictionary<string, byte[]> tokenizerFiles,
-        HfConfig config, Device device, ScalarType baseDType, string? baseFolder, string? baseSha256)
+        HfConfig config, Device device, ScalarType baseDType, string? baseFolder, Lazy<string?> baseSha256)
     {
         Model = model;
         Peft = peft;
@@ -46,7 +46,7 @@ internal sealed class AdaptedModel
         Device = device;
         BaseDType = baseDType;
         BaseFolder = baseFolder;
-        BaseSha256 = baseSha256;
+        _baseSha256 = baseSha256;
     }
 
     /// <summary>The task model (its linear layers wrapped by the method).</summary>
@@ -65,8 +65,12 @@ internal sealed class AdaptedModel
     /// <summary>The base folder this model came from (null when it was loaded from a self-contained model.zip).</summary>
     public string? BaseFolder { get; }
 
-    /// <summary>SHA-256 of the base folder as it was loaded (null when loaded from a self-contained model.zip).</summary>
-    private string? BaseSha256 { get; }
+    // Hashing reads every base file (seconds for a large model), so it happens only when something needs the hash:
+    // by-reference storage and checkpoints. Train takes it before the first step, so it describes the weights trained on.
+    private readonly Lazy<string?> _baseSha256;
+
+    /// <summary>SHA-256 of the base folder (null when loaded from a self-contained model.zip).</summary>
+    private string? BaseSha256 => _baseSha256.Value;
 
     /// <summary>Loads a pretrained folder into a new task model, holds the base in <paramref name="baseDType"/> and
     /// injects the method, or, with <paramref name="initialAdapter"/>, loads a saved adapter to train on.</summary>
@@ -93,9 +97,8 @@ internal sealed class AdaptedModel
         var peft = initialAdapter is null ? PeftModel.Inject(model, method) : PeftModel.LoadAdapter(model, initialAdapter, trainable: true);
         model.to(device);
         log($"{peft.Config.PeftType}{(initialAdapter is null ? "" : " from " + initialAdapter)}: {peft.CountParameters()}");
-        // Hashed now, not at save: the hash then describes the weights this model was trained on, and saving
-        // (after ML.NET has already truncated the target file) never reads the base folder.
-        return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder), HashBaseFolder(baseFolder));
+        return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder),
+            new Lazy<string?>(() => HashBaseFolder(baseFolder)));
     }
 
     /// <summary>An error unless the checkpoint supplied every weight of the pretrained encoder: only the new task head
@@ -113,6 +116,9 @@ internal sealed class AdaptedModel
     public TrainingResult Train(FineTuneOptions options, MethodOptions method, int seed, int exampleCount, IReadOnlyList<int> exampleLengths,
         Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Action<string> log, IProgress<TrainingProgress> progress)
     {
+        // The base is hashed now, before it is trained on, when model.zip (by reference) or a checkpoint will record it.
+        bool checkpoints = options.CheckpointDirectory is not null || options.ResumeFromCheckpoint is not null;
+        if (options.BaseModelStorage == BaseModelStorage.ByReference) _ = BaseSha256;
         var parameters = ParameterGroups.FromGroups(Model, Peft.ParameterGroups(MethodConfigs.LoraPlusRatio(method)));
         var trainer = new TrainerOptions
         {
@@ -148,7 +154,7 @@ internal sealed class AdaptedModel
                 ExampleLengths = exampleLengths,
                 ComputeLoss = computeLoss,
                 Evaluate = evaluate is null ? null : () => { Model.eval(); try { return evaluate(); } finally { Model.train(); } },
-                RunFingerprint = RunFingerprint(taskSettings),
+                RunFingerprint = checkpoints ? RunFingerprint(taskSettings) : null,
                 Options = trainer,
             });
             if (options.TrainingPlotPath is { } plot) SavePlotOrWarn(result.History, plot, log);
@@ -265,7 +271,7 @@ internal sealed class AdaptedModel
         }
         model.to(device);
         model.eval();
-        return new AdaptedModel(model, peft, tokenizer, tokenizerFiles, config, device, baseDType, baseFolder, stored.Sha256);
+        return new AdaptedModel(model, peft, tokenizer, tokenizerFiles, config, device, baseDType, baseFolder, new Lazy<string?>(stored.Sha256));
     }
 
     /// <summary>Writes the adapter in Hugging Face PEFT's format (bottleneck adapters: this library's format), with the
