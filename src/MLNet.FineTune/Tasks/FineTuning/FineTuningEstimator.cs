@@ -207,7 +207,7 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
         if (o.TrainingPlotPath is { } plot) CheckPlotPath(plot);
         if (o.Dropout is { } dropout && !(dropout >= 0 && dropout < 1))
             throw new ArgumentOutOfRangeException(nameof(o.Dropout), o.Dropout, "Dropout must be in [0, 1), or null to keep the base model's.");
-        if (o.InitialAdapter is { } adapter && !File.Exists(Path.Combine(adapter, "adapter_config.json")))
+        if (o.InitialAdapter is { } adapter && !File.Exists(Path.Combine(adapter, PeftConfigJson.FileName)))
             throw new FileNotFoundException($"InitialAdapter folder {adapter} has no adapter_config.json (expected a folder written by SaveAdapter or by PEFT's save_pretrained).");
         if (o.BaseModel is { } folder && !Directory.Exists(folder))
             throw new DirectoryNotFoundException($"BaseModel folder not found: {folder}. Give a Hugging Face model folder (config.json, model.safetensors, tokenizer files), or null for the default MiniLM.");
