@@ -10,7 +10,7 @@ using MLNet.FineTune.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace MLNet.FineTune.Tasks.FineTuning;
+namespace MLNet.FineTune.FineTuning;
 
 /// <summary>How model.zip describes the base model and the dtype it was held in.</summary>
 internal sealed record StoredBaseModel(BaseModelStorage Storage, string? Folder, string? Sha256, string BaseDType);
@@ -74,11 +74,11 @@ internal sealed class AdaptedModel
 
     /// <summary>Loads a pretrained folder into a new task model, holds the base in <paramref name="baseDType"/> and
     /// injects the method, or, with <paramref name="initialAdapter"/>, loads a saved adapter to train on.</summary>
-    public static AdaptedModel CreateForTraining<TModel>(string baseFolder, Func<HfConfig, TModel> createTaskModel, PeftConfig method,
+    public static AdaptedModel CreateForTraining<TModel>(string baseFolder, Func<HfConfig, TModel> createTaskModel, MethodOptions method,
         ScalarType baseDType, Device device, Action<string> log, string? initialAdapter = null) where TModel : nn.Module, IPretrainedModel
     {
         TorchRuntime.EnsureLoaded();
-        if (method is FullFineTuneConfig && baseDType != ScalarType.Float32)
+        if (!PeftMethods.For(method).InjectsAdapters && baseDType != ScalarType.Float32)
         {
             // bf16 is for the frozen base; full fine-tuning freezes nothing, and AdamW's updates vanish in bf16 weights.
             log($"Full fine-tuning trains every weight: holding the model in Float32, not {baseDType}.");
@@ -110,39 +110,18 @@ internal sealed class AdaptedModel
             $"Is it incomplete, saved with other key names, or a checkpoint of another model family than config.json's model_type \"{model.ModelType}\"? Training would start those weights from random values.");
 
     /// <summary>Trains the method's parameters with the shared loop; <paramref name="progress"/> receives every step
-    /// (the estimator's channel, which forwards to <see cref="FineTuneOptions.Progress"/>). <paramref name="taskSettings"/>
-    /// (JSON: labels, lengths) joins the base model's hash and the method's config in the run fingerprint every
-    /// checkpoint records, so that resuming from another run's checkpoint fails naming what differs.</summary>
-    public TrainingResult Train(FineTuneOptions options, MethodOptions method, int seed, int exampleCount, IReadOnlyList<int> exampleLengths,
+    /// (the estimator's channel, which forwards to <see cref="TrainingOptions.Progress"/>). <paramref name="options"/>
+    /// are the loop's options as the user set them, <paramref name="resolved"/> the values the Fit decided.
+    /// <paramref name="taskSettings"/> (JSON: labels, lengths) joins the base model's hash and the method's config in
+    /// the run fingerprint every checkpoint records, so that resuming from another run's checkpoint fails naming what
+    /// differs.</summary>
+    public TrainingResult Train(FineTuneOptions options, MethodOptions method, ResolvedTraining resolved, IReadOnlyList<int> exampleLengths,
         Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Action<string> log, IProgress<TrainingProgress> progress)
     {
         // The base is hashed now, before it is trained on, when model.zip (by reference) or a checkpoint will record it.
         bool checkpoints = options.CheckpointDirectory is not null || options.ResumeFromCheckpoint is not null;
         if (options.BaseModelStorage == BaseModelStorage.ByReference) _ = BaseSha256;
-        var parameters = ParameterGroups.FromGroups(Model, Peft.ParameterGroups(MethodConfigs.LoraPlusRatio(method)));
-        var trainer = new TrainerOptions
-        {
-            Epochs = options.Epochs,
-            BatchSize = options.BatchSize,
-            GradientAccumulationSteps = options.GradientAccumulationSteps,
-            LearningRate = options.LearningRate ?? MethodConfigs.DefaultLearningRate(method),
-            WeightDecay = options.WeightDecay,
-            WarmupRatio = options.WarmupRatio,
-            Schedule = options.Schedule,
-            MaxGradNorm = options.MaxGradientNorm > 0 ? options.MaxGradientNorm : null,
-            Seed = seed,
-            LengthBucketing = options.LengthBucketing,
-            EvaluationStrategy = evaluate is null ? EvaluationStrategy.None : options.EvaluateEverySteps is null ? EvaluationStrategy.Epoch : EvaluationStrategy.Steps,
-            EvalSteps = options.EvaluateEverySteps ?? 500,
-            EarlyStoppingPatience = options.EarlyStoppingPatience,
-            EarlyStoppingThreshold = options.EarlyStoppingThreshold,
-            CheckpointEverySteps = options.CheckpointEverySteps,
-            CheckpointDirectory = options.CheckpointDirectory,
-            ResumeFromCheckpoint = options.ResumeFromCheckpoint,
-            Progress = progress,
-            Log = log,
-            CancellationToken = options.CancellationToken,
-        };
+        var parameters = ParameterGroups.FromGroups(Model, PeftMethods.For(method).ParameterGroups(Peft, method));
         Model.train();
         try
         {
@@ -150,12 +129,16 @@ internal sealed class AdaptedModel
             {
                 Model = Model,
                 Parameters = parameters,
-                ExampleCount = exampleCount,
+                ExampleCount = exampleLengths.Count,
                 ExampleLengths = exampleLengths,
                 ComputeLoss = computeLoss,
                 Evaluate = evaluate is null ? null : () => { Model.eval(); try { return evaluate(); } finally { Model.train(); } },
                 RunFingerprint = checkpoints ? RunFingerprint(taskSettings) : null,
-                Options = trainer,
+                Options = options,
+                Resolved = resolved,
+                // The estimator's channel reports progress (to the MLContext and to options.Progress).
+                Progress = progress,
+                Log = log,
             });
             if (options.TrainingPlotPath is { } plot) SavePlotOrWarn(result.History, plot, log);
             return result;
@@ -278,17 +261,17 @@ internal sealed class AdaptedModel
     /// task's <paramref name="taskFiles"/> (name to text) beside it in the same atomic set.</summary>
     public void SaveAdapter(string folder, IReadOnlyDictionary<string, string>? taskFiles = null)
     {
-        if (Peft.Config is FullFineTuneConfig)
+        if (!PeftMethods.For(Peft.Config).InjectsAdapters)
             throw new NotSupportedException("A fully fine-tuned model has no adapter to save: every weight was trained. Save the whole model with mlContext.Model.Save(model, schema, path) (BaseModelStorage.SelfContained puts every weight in the zip).");
         Peft.SaveAdapter(folder, taskFiles);
     }
 
-    /// <summary>The tensors that differ from the base checkpoint: trained parameters, and for PiSSA the residual
-    /// base weights its initialisation wrote.</summary>
+    /// <summary>The tensors that differ from the base checkpoint: trained parameters, and the base weights an
+    /// initialisation rewrote (PiSSA's residual).</summary>
     private static Dictionary<string, Tensor> TrainedState(nn.Module model, PeftModel peft)
     {
         var state = model.named_parameters().Where(p => p.parameter.requires_grad).ToDictionary(p => p.name, p => (Tensor)p.parameter);
-        if (peft.Config is LoraConfig { Init: LoraInit.PiSSA })
+        if (PeftMethods.For(peft.Config).RewritesBaseWeights(peft.Config))
         {
             var all = model.state_dict();
             foreach (var path in peft.Layers.Keys) state[path + ".weight"] = all[path + ".weight"];
