@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-using System.Text.Json.Nodes;
 using MLNet.FineTune.Checkpoints;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
@@ -12,27 +10,14 @@ using static TorchSharp.torch;
 
 namespace MLNet.FineTune.FineTuning;
 
-/// <summary>How model.zip describes the base model and the dtype it was held in.</summary>
-internal sealed record StoredBaseModel(BaseModelStorage Storage, string? Folder, string? Sha256, string BaseDType);
-
 /// <summary>
 /// A pretrained task model with a parameter-efficient method injected, its tokenizer and its device: what every task's
 /// estimator trains and every task's transformer scores and saves. Tasks supply the model constructor, the loss and
-/// the metric; this class owns loading, precision, the training bridge and persistence.
+/// the metric; this class owns loading, precision and the training bridge; model.zip is
+/// <see cref="AdaptedModelZip"/>'s.
 /// </summary>
 internal sealed class AdaptedModel
 {
-    private const string ConfigPayload = "base/config.json";
-    private const string TokenizerPrefix = "base/tokenizer/";
-    private const string AdapterConfigPayload = "adapter_config.json";
-    private const string StoredBasePayload = "base_model.json";
-    private const string FullStatePayload = "model.safetensors";
-    private const string TrainedStatePayload = "trained.safetensors";
-
-    /// <summary>Tokenizer files carried into model.zip (whichever the base folder has).</summary>
-    private static readonly string[] TokenizerFileNames =
-        ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json"];
-
     private readonly IReadOnlyDictionary<string, byte[]> _tokenizerFiles;
 
     private AdaptedModel(nn.Module model, PeftModel peft, HfTokenizer tokenizer, IReadOnlyDictionary<string, byte[]> tokenizerFiles,
@@ -97,8 +82,8 @@ internal sealed class AdaptedModel
         var peft = initialAdapter is null ? PeftModel.Inject(model, method) : PeftModel.LoadAdapter(model, initialAdapter, trainable: true);
         model.to(device);
         log($"{peft.Config.PeftType}{(initialAdapter is null ? "" : " from " + initialAdapter)}: {peft.CountParameters()}");
-        return new AdaptedModel(model, peft, tokenizer, ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder),
-            new Lazy<string?>(() => HashBaseFolder(baseFolder)));
+        return new AdaptedModel(model, peft, tokenizer, AdaptedModelZip.ReadTokenizerFiles(baseFolder), config, device, baseDType, Path.GetFullPath(baseFolder),
+            new Lazy<string?>(() => BaseFolderHash.Compute(baseFolder)));
     }
 
     /// <summary>An error unless the checkpoint supplied every weight of the pretrained encoder: only the new task head
@@ -175,26 +160,12 @@ internal sealed class AdaptedModel
         }
     }
 
-    /// <summary>Writes the model into model.zip payloads: base config, tokenizer files, the method's config, and
-    /// either every weight (self-contained) or the trained ones plus the base folder's path and hash.</summary>
-    /// <remarks>Full fine-tuning trains every weight, so its <see cref="BaseModelStorage.ByReference"/> zip holds all
-    /// of them (as large as a self-contained one, and still tied to the base folder).</remarks>
+    /// <summary>Writes the model into model.zip payloads (<see cref="AdaptedModelZip.Write"/>).</summary>
     public void Save(ModelPayloadWriter payloads, BaseModelStorage storage)
     {
         CheckCanSave(storage);
-        payloads.AddText(ConfigPayload, Config.ToString());
-        foreach (var (name, bytes) in _tokenizerFiles) payloads.Add(TokenizerPrefix + name, bytes);
-        payloads.AddText(AdapterConfigPayload, PeftConfigJson.WriteModelMethod(Peft.Config));
-        if (storage == BaseModelStorage.ByReference)
-        {
-            payloads.AddJson(StoredBasePayload, new StoredBaseModel(storage, BaseFolder, BaseSha256, BaseDType.ToString()), ModelZipStorage.JsonOptions);
-            payloads.Add(TrainedStatePayload, s => SafeTensors.Write(s, TrainedState(Model, Peft)));
-        }
-        else
-        {
-            payloads.AddJson(StoredBasePayload, new StoredBaseModel(storage, null, null, BaseDType.ToString()), ModelZipStorage.JsonOptions);
-            payloads.Add(FullStatePayload, s => SafeTensors.Write(s, Model.state_dict()));
-        }
+        AdaptedModelZip.Write(payloads, storage, new AdaptedModelZip.Parts(Model, Peft, Tokenizer, _tokenizerFiles, Config, BaseDType,
+            BaseFolder, storage == BaseModelStorage.ByReference ? BaseSha256 : null));
     }
 
     /// <summary>Throws when this model cannot be saved with <paramref name="storage"/>; for callers that choose the
@@ -206,55 +177,12 @@ internal sealed class AdaptedModel
             throw new InvalidOperationException($"This model was loaded from a self-contained model.zip and has no base folder on disk to reference: {nameof(BaseModelStorage)}.{nameof(BaseModelStorage.ByReference)} cannot save it; use {nameof(BaseModelStorage)}.{nameof(BaseModelStorage.SelfContained)}.");
     }
 
-    /// <summary>Rebuilds a model saved by <see cref="Save"/>.</summary>
+    /// <summary>Rebuilds a model saved by <see cref="Save"/> (<see cref="AdaptedModelZip.Read"/>).</summary>
     public static AdaptedModel Load<TModel>(ModelPayloadReader payloads, Func<HfConfig, TModel> createTaskModel, Device device, string where)
         where TModel : nn.Module, IPretrainedModel
     {
-        TorchRuntime.EnsureLoaded();
-        var config = HfConfig.Parse(payloads.ReadText(ConfigPayload), $"{where} {ConfigPayload}");
-        var tokenizerFiles = payloads.Names.Where(n => n.StartsWith(TokenizerPrefix, StringComparison.Ordinal))
-            .ToDictionary(n => n[TokenizerPrefix.Length..], payloads.ReadBytes);
-        var tokenizer = TokenizerFromFiles(tokenizerFiles, config);
-        var stored = payloads.ReadJson<StoredBaseModel>(StoredBasePayload, ModelZipStorage.JsonOptions);
-        var method = PeftConfigJson.ParseModelMethod(JsonNode.Parse(payloads.ReadText(AdapterConfigPayload))!.AsObject(), $"{where} {AdapterConfigPayload}") with { InferenceMode = false };
-        var baseDType = Enum.Parse<ScalarType>(stored.BaseDType);
-
-        var model = createTaskModel(config);
-        string? baseFolder = null;
-        if (stored.Storage == BaseModelStorage.ByReference)
-        {
-            baseFolder = stored.Folder!;
-            if (!Directory.Exists(baseFolder))
-                throw new DirectoryNotFoundException($"{where} references the base model folder {baseFolder}, which does not exist on this machine. Copy the base model there, or save the model with BaseModelStorage.SelfContained.");
-            var actual = HashBaseFolder(baseFolder);
-            if (!string.Equals(actual, stored.Sha256, StringComparison.OrdinalIgnoreCase))
-                throw new InvalidDataException($"{where} was trained on the base model in {baseFolder} with SHA-256 {stored.Sha256}, but the folder now hashes to {actual}: the base model changed. Restore the original files or retrain.");
-            ModelFactory.LoadPretrained(model, baseFolder, baseDType);
-        }
-        else
-        {
-            model.to(baseDType);
-        }
-        var peft = PeftModel.Inject(model, method);
-        var statePayload = stored.Storage == BaseModelStorage.ByReference ? TrainedStatePayload : FullStatePayload;
-        var state = LoadStateFromPayload(payloads, statePayload);
-        try
-        {
-            var report = WeightLoader.Load(model, state, basePrefix: null, sourceName: where);
-            if (report.Unexpected.Count > 0 || (stored.Storage == BaseModelStorage.SelfContained && report.Missing.Count > 0))
-                throw new InvalidDataException($"{where}: the saved weights do not fit the model built from its config: {report}.");
-            // By reference the base folder supplies the frozen weights, but nothing can stand in for a trained one.
-            var missingTrained = TrainedState(model, peft).Keys.Intersect(report.Missing).Order(StringComparer.Ordinal).ToList();
-            if (missingTrained.Count > 0)
-                throw new InvalidDataException($"{where}: {statePayload} lacks the trained tensor '{missingTrained[0]}'{(missingTrained.Count > 1 ? $" and {missingTrained.Count - 1} more" : "")}; the file is incomplete or belongs to another model.");
-        }
-        finally
-        {
-            foreach (var t in state.Values) t.Dispose();
-        }
-        model.to(device);
-        model.eval();
-        return new AdaptedModel(model, peft, tokenizer, tokenizerFiles, config, device, baseDType, baseFolder, new Lazy<string?>(stored.Sha256));
+        var p = AdaptedModelZip.Read(payloads, createTaskModel, device, where);
+        return new AdaptedModel(p.Model, p.Peft, p.Tokenizer, p.TokenizerFiles, p.Config, device, p.BaseDType, p.BaseFolder, new Lazy<string?>(p.BaseSha256));
     }
 
     /// <summary>Writes the adapter in Hugging Face PEFT's format (bottleneck adapters: this library's format), with the
@@ -264,65 +192,5 @@ internal sealed class AdaptedModel
         if (!PeftMethods.For(Peft.Config).InjectsAdapters)
             throw new NotSupportedException("A fully fine-tuned model has no adapter to save: every weight was trained. Save the whole model with mlContext.Model.Save(model, schema, path) (BaseModelStorage.SelfContained puts every weight in the zip).");
         Peft.SaveAdapter(folder, taskFiles);
-    }
-
-    /// <summary>The tensors that differ from the base checkpoint: trained parameters, and the base weights an
-    /// initialisation rewrote (PiSSA's residual).</summary>
-    private static Dictionary<string, Tensor> TrainedState(nn.Module model, PeftModel peft)
-    {
-        var state = model.named_parameters().Where(p => p.parameter.requires_grad).ToDictionary(p => p.name, p => (Tensor)p.parameter);
-        if (PeftMethods.For(peft.Config).RewritesBaseWeights(peft.Config))
-        {
-            var all = model.state_dict();
-            foreach (var path in peft.Layers.Keys) state[path + ".weight"] = all[path + ".weight"];
-        }
-        return state;
-    }
-
-    private static Dictionary<string, Tensor> LoadStateFromPayload(ModelPayloadReader payloads, string name)
-    {
-        var temp = Path.Combine(Path.GetTempPath(), "mlnet-finetune-" + Guid.NewGuid().ToString("N") + ".safetensors");
-        try
-        {
-            payloads.ExtractFile(name, temp);
-            return SafeTensors.Load(temp);
-        }
-        finally
-        {
-            File.Delete(temp);
-        }
-    }
-
-    private static Dictionary<string, byte[]> ReadTokenizerFiles(string folder) =>
-        TokenizerFileNames.Where(f => File.Exists(Path.Combine(folder, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(folder, f)));
-
-    private static HfTokenizer TokenizerFromFiles(IReadOnlyDictionary<string, byte[]> files, HfConfig config)
-    {
-        // The tokenizer reads a folder (config.json informs casing): lay the files out in a scratch folder.
-        var folder = Directory.CreateTempSubdirectory("mlnet-finetune-tokenizer-").FullName;
-        try
-        {
-            foreach (var (name, bytes) in files) File.WriteAllBytes(Path.Combine(folder, name), bytes);
-            File.WriteAllText(Path.Combine(folder, "config.json"), config.ToString());
-            return HfTokenizer.FromFolder(folder);
-        }
-        finally
-        {
-            Directory.Delete(folder, recursive: true);
-        }
-    }
-
-    /// <summary>SHA-256 over config.json and the weight files, in a fixed order.</summary>
-    internal static string HashBaseFolder(string folder)
-    {
-        using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        foreach (var file in new[] { Path.Combine(folder, "config.json") }.Concat(HfCheckpoint.WeightFiles(folder).Order(StringComparer.Ordinal)))
-        {
-            using var stream = File.OpenRead(file);
-            var buffer = new byte[1 << 20];
-            int read;
-            while ((read = stream.Read(buffer)) > 0) sha.AppendData(buffer, 0, read);
-        }
-        return Convert.ToHexString(sha.GetHashAndReset()).ToLowerInvariant();
     }
 }
