@@ -29,6 +29,10 @@ internal abstract class PeftMethod
     /// <summary>False for a method that trains the model itself (full fine-tuning): no adapter layers, no adapter file.</summary>
     public virtual bool InjectsAdapters => true;
 
+    /// <summary>The names of the adapter layer's own tensors in an adapter file, after the wrapped layer's path
+    /// (<c>lora_A.weight</c>): the file's keys that name a linear layer, not a parameter of the model.</summary>
+    public virtual IReadOnlyList<string> AdapterTensorNames => [];
+
     /// <summary>The model types with default targets (for the error when a family has none).</summary>
     public virtual IReadOnlyCollection<string> KnownModelTypes => [];
 

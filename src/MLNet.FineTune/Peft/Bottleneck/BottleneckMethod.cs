@@ -29,6 +29,8 @@ internal sealed class BottleneckMethod : PeftMethod<AdapterOptions>
 
     public override double DefaultLearningRate => 1e-3;
 
+    public override IReadOnlyList<string> AdapterTensorNames => ["adapter_down.weight", "adapter_down.bias", "adapter_up.weight", "adapter_up.bias"];
+
     public override IReadOnlyCollection<string> KnownModelTypes => DefaultTargets.Keys;
 
     public override void Validate(MethodOptions options)

@@ -26,6 +26,8 @@ internal sealed class IA3Method : PeftMethod<IA3Options>
 
     public override double DefaultLearningRate => 5e-3;
 
+    public override IReadOnlyList<string> AdapterTensorNames => ["ia3_l"];
+
     public override IReadOnlyCollection<string> KnownModelTypes => Defaults.Keys;
 
     public override MethodOptions? WithDefaultTargets(MethodOptions options, string? modelType) =>

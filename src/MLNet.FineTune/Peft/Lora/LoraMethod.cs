@@ -39,6 +39,8 @@ internal sealed class LoraMethod : PeftMethod<LoraOptions>
 
     public override double DefaultLearningRate => 1e-3;
 
+    public override IReadOnlyList<string> AdapterTensorNames => ["lora_A.weight", "lora_B.weight", "lora_magnitude_vector"];
+
     public override IReadOnlyCollection<string> KnownModelTypes => DefaultTargets.Keys;
 
     public override void Validate(MethodOptions options)
