@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace MLNet.FineTune.Models;
 
 /// <summary>BERT hyperparameters read from <c>config.json</c> (defaults are transformers' <c>BertConfig</c> defaults).</summary>
-public record BertConfig
+internal record BertConfig
 {
     public int VocabSize { get; init; } = 30522;
     public int HiddenSize { get; init; } = 768;
@@ -59,7 +59,7 @@ public record BertConfig
 }
 
 /// <summary>BertModel: <c>embeddings</c>, <c>encoder.layer.N</c>, optional <c>pooler</c>.</summary>
-public sealed class BertModel : EncoderModel
+internal sealed class BertModel : EncoderModel
 {
     private readonly BertConfig _cfg;
     private readonly HfConfig _config;
@@ -101,7 +101,7 @@ public sealed class BertModel : EncoderModel
 }
 
 /// <summary>BertForSequenceClassification: <c>bert</c> (with pooler), <c>dropout</c>, <c>classifier</c>.</summary>
-public sealed class BertForSequenceClassification : SequenceClassificationModel
+internal sealed class BertForSequenceClassification : SequenceClassificationModel
 {
     private BertModel bert;
     private InvertedDropout dropout;
@@ -129,7 +129,7 @@ public sealed class BertForSequenceClassification : SequenceClassificationModel
 }
 
 /// <summary>BertForQuestionAnswering: <c>bert</c> (no pooler), <c>qa_outputs</c> (H -> 2).</summary>
-public sealed class BertForQuestionAnswering : QuestionAnsweringModel
+internal sealed class BertForQuestionAnswering : QuestionAnsweringModel
 {
     private BertModel bert;
     private nn.Module<Tensor, Tensor> qa_outputs;

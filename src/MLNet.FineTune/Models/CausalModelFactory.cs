@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace MLNet.FineTune.Models;
 
 /// <summary>Builds causal language models from Hugging Face configs and folders, choosing the family by <c>model_type</c>.</summary>
-public static class CausalModelFactory
+internal static class CausalModelFactory
 {
     /// <summary>The <c>model_type</c> values supported for causal language modelling.</summary>
     public static IReadOnlyList<string> SupportedCausalModelTypes { get; } = ["gpt2", .. LlamaConfig.ModelTypes];

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace MLNet.FineTune.Models;
 
 /// <summary>DistilBERT hyperparameters read from <c>config.json</c> (its own key names: dim, n_layers, n_heads, hidden_dim).</summary>
-public sealed record DistilBertConfig
+internal sealed record DistilBertConfig
 {
     public int VocabSize { get; init; } = 30522;
     public int MaxPositionEmbeddings { get; init; } = 512;
@@ -57,7 +57,7 @@ public sealed record DistilBertConfig
 }
 
 /// <summary>DistilBertModel: <c>embeddings</c> (word + position, no token types) and <c>transformer.layer.N</c>; no pooler.</summary>
-public sealed class DistilBertModel : EncoderModel
+internal sealed class DistilBertModel : EncoderModel
 {
     private readonly DistilBertConfig _cfg;
     private readonly HfConfig _config;
@@ -95,7 +95,7 @@ public sealed class DistilBertModel : EncoderModel
 }
 
 /// <summary>DistilBertForSequenceClassification: <c>distilbert</c>, <c>pre_classifier</c> (H -> H, ReLU), <c>classifier</c>.</summary>
-public sealed class DistilBertForSequenceClassification : SequenceClassificationModel
+internal sealed class DistilBertForSequenceClassification : SequenceClassificationModel
 {
     private DistilBertModel distilbert;
     private nn.Module<Tensor, Tensor> pre_classifier;
@@ -130,7 +130,7 @@ public sealed class DistilBertForSequenceClassification : SequenceClassification
 }
 
 /// <summary>DistilBertForQuestionAnswering: <c>distilbert</c>, dropout (qa_dropout), <c>qa_outputs</c> (H -> 2).</summary>
-public sealed class DistilBertForQuestionAnswering : QuestionAnsweringModel
+internal sealed class DistilBertForQuestionAnswering : QuestionAnsweringModel
 {
     private DistilBertModel distilbert;
     private nn.Module<Tensor, Tensor> qa_outputs;

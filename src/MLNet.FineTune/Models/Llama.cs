@@ -11,7 +11,7 @@ namespace MLNet.FineTune.Models;
 /// attention) and Qwen2 (biases on q/k/v, sliding window on upper layers when enabled). Names follow config.json;
 /// <c>SlidingWindows</c> holds, per layer, the attention window W (keys with q - k &lt; W) or null for full attention.
 /// </summary>
-public sealed record LlamaConfig(
+internal sealed record LlamaConfig(
     string ModelType, int VocabSize, int HiddenSize, int IntermediateSize, int NumHiddenLayers, int NumAttentionHeads,
     int NumKeyValueHeads, int HeadDim, double RmsNormEps, string HiddenAct, bool QkvBias, bool OutputBias, bool MlpBias,
     bool TieWordEmbeddings, double AttentionDropout, RopeParameters Rope, IReadOnlyList<int?> SlidingWindows)
@@ -56,7 +56,7 @@ public sealed record LlamaConfig(
 }
 
 /// <summary>Root-mean-square layer norm (Zhang &amp; Sennrich 2019), computed in float32 and cast back, as transformers.</summary>
-public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     /// <summary>[hidden].</summary>
     public Parameter weight;
@@ -80,7 +80,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Grouped-query self-attention with rotary positions (q_proj, k_proj, v_proj, o_proj).</summary>
-public sealed class LlamaAttention : nn.Module
+internal sealed class LlamaAttention : nn.Module
 {
     private nn.Module<Tensor, Tensor> q_proj;
     private nn.Module<Tensor, Tensor> k_proj;
@@ -116,7 +116,7 @@ public sealed class LlamaAttention : nn.Module
 }
 
 /// <summary>The gated feed-forward (SwiGLU, Shazeer 2020): down_proj(act(gate_proj(x)) * up_proj(x)).</summary>
-public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
+internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
 {
     private nn.Module<Tensor, Tensor> gate_proj;
     private nn.Module<Tensor, Tensor> up_proj;
@@ -137,7 +137,7 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>A pre-norm decoder layer: x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x)).</summary>
-public sealed class LlamaDecoderLayer : nn.Module
+internal sealed class LlamaDecoderLayer : nn.Module
 {
     private readonly LlamaAttention self_attn;
     private readonly LlamaMlp mlp;
@@ -161,7 +161,7 @@ public sealed class LlamaDecoderLayer : nn.Module
 }
 
 /// <summary>The Llama backbone (<c>model.*</c>): embed_tokens, layers, norm.</summary>
-public sealed class LlamaModel : nn.Module
+internal sealed class LlamaModel : nn.Module
 {
     private readonly Embedding embed_tokens;
     private readonly ModuleList<LlamaDecoderLayer> layers;
@@ -212,7 +212,7 @@ public sealed class LlamaModel : nn.Module
 /// Sliding-window attention (Mistral, Qwen2 with use_sliding_window) is applied through the mask; the cache keeps every
 /// key (transformers' DynamicCache behaviour), which is exact and only costs memory beyond the window.
 /// </remarks>
-public sealed class LlamaForCausalLM : CausalLanguageModel
+internal sealed class LlamaForCausalLM : CausalLanguageModel
 {
     private readonly LlamaModel model;
     private nn.Module<Tensor, Tensor>? lm_head;   // null when tied

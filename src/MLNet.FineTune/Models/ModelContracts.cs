@@ -8,10 +8,10 @@ namespace MLNet.FineTune.Models;
 /// <param name="InputIds">(B, T) int64.</param>
 /// <param name="AttentionMask">(B, T) int64 or bool: 1 for real tokens, 0 for padding (either side).</param>
 /// <param name="TokenTypeIds">(B, T) int64 segment ids, or null for all zeros.</param>
-public sealed record EncoderInputs(Tensor InputIds, Tensor AttentionMask, Tensor? TokenTypeIds = null);
+internal sealed record EncoderInputs(Tensor InputIds, Tensor AttentionMask, Tensor? TokenTypeIds = null);
 
 /// <summary>What every model family exposes to the layers above (PEFT, training, tasks).</summary>
-public interface IPretrainedModel
+internal interface IPretrainedModel
 {
     /// <summary>The config the model was built from.</summary>
     HfConfig Config { get; }
@@ -29,7 +29,7 @@ public interface IPretrainedModel
 }
 
 /// <summary>An encoder with a sequence-classification head: logits (B, NumLabels).</summary>
-public abstract class SequenceClassificationModel : nn.Module<EncoderInputs, Tensor>, IPretrainedModel
+internal abstract class SequenceClassificationModel : nn.Module<EncoderInputs, Tensor>, IPretrainedModel
 {
     /// <summary>Names the module and checks the label count (every family's classifier needs at least one).</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="numLabels"/> is below 1.</exception>
@@ -48,7 +48,7 @@ public abstract class SequenceClassificationModel : nn.Module<EncoderInputs, Ten
 }
 
 /// <summary>An encoder with an extractive span head (<c>qa_outputs</c>): start and end logits, each (B, T).</summary>
-public abstract class QuestionAnsweringModel(string name) : nn.Module<EncoderInputs, (Tensor StartLogits, Tensor EndLogits)>(name), IPretrainedModel
+internal abstract class QuestionAnsweringModel(string name) : nn.Module<EncoderInputs, (Tensor StartLogits, Tensor EndLogits)>(name), IPretrainedModel
 {
     public abstract HfConfig Config { get; }
     public abstract string ModelType { get; }

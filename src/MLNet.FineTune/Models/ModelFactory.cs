@@ -8,7 +8,7 @@ namespace MLNet.FineTune.Models;
 /// Builds the model family a Hugging Face config describes (by <c>model_type</c>, else by <c>architectures</c>) and loads
 /// a folder's weights into it, returning the missing/unexpected-key report. One table per task: a family adds a row.
 /// </summary>
-public static class ModelFactory
+internal static class ModelFactory
 {
     private static readonly Dictionary<string, Func<HfConfig, EncoderModel>> BaseModels = new()
     {

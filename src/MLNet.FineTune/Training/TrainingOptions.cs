@@ -12,7 +12,7 @@ public enum LearningRateSchedule
 }
 
 /// <summary>When the task's evaluation callback runs.</summary>
-public enum EvaluationStrategy
+internal enum EvaluationStrategy
 {
     /// <summary>Never (early stopping and best-weight restore are then off).</summary>
     None,
