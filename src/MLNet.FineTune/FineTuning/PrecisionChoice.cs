@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace MLNet.FineTune.Tasks.FineTuning;
+namespace MLNet.FineTune.FineTuning;
 
 /// <summary>Resolves <see cref="TrainingPrecision"/> to the dtype the frozen base is held in.</summary>
 internal static class PrecisionChoice

@@ -8,9 +8,8 @@ namespace MLNet.FineTune.Peft;
 /// <summary>
 /// LoRA around a linear layer (Hu et al. 2021): y = base(x) + B(A(dropout(x))) * scaling, with
 /// <c>lora_A.weight</c> (r, in) and <c>lora_B.weight</c> (out, r) as PEFT spells them. scaling = alpha / r, or
-/// alpha / sqrt(r) for rsLoRA (Kalajdzievski 2023). With <see cref="UseDora"/> the layer is DoRA (Liu et al. 2024):
-/// a learned magnitude per output row, <c>lora_magnitude_vector</c> (out), times the direction of W + scaling * B A,
-/// whose norm is treated as a constant (detached) as the paper's section 4.3 and PEFT do.
+/// alpha / sqrt(r) for rsLoRA (Kalajdzievski 2023). With <see cref="UseDora"/> the layer is DoRA (Liu et al. 2024), a
+/// variant (<see cref="ILoraVariant"/>, Peft/Lora/Dora) that adds <c>lora_magnitude_vector</c> (out).
 /// </summary>
 public sealed class LoraLinear : AdaptedLinear
 {
@@ -21,9 +20,9 @@ public sealed class LoraLinear : AdaptedLinear
     private Parameter? lora_magnitude_vector;  // (out), DoRA only
 #pragma warning restore IDE1006
 
-    // DoRA's row norm of W + delta taken at merge time; unmerge needs that exact value (not a Tensor field, so
-    // TorchSharp does not register it as a buffer).
-    private readonly Dictionary<string, Tensor> _mergeCache = new();
+    // The variant's computation (DoRA), or null for plain LoRA. Not a module or tensor field: TorchSharp registers
+    // those as components.
+    private readonly ILoraVariant? _variant;
 
     /// <summary>Wraps <paramref name="baseLayer"/> with a LoRA adapter initialised as <paramref name="init"/> says.</summary>
     /// <param name="baseLayer">The linear layer to adapt (its weight and bias are taken over, not copied).</param>
@@ -43,7 +42,7 @@ public sealed class LoraLinear : AdaptedLinear
         Rank = rank;
         Alpha = alpha;
         UseRsLora = useRsLora;
-        UseDora = useDora;
+        _variant = useDora ? new DoraVariant() : null;
         Dropout = dropout;
         Scaling = useRsLora ? alpha / Math.Sqrt(rank) : alpha / rank;
 
@@ -54,8 +53,7 @@ public sealed class LoraLinear : AdaptedLinear
         using (no_grad())
         {
             Initialise(init);
-            if (useDora)
-                lora_magnitude_vector = new Parameter(RowNorm(WeightOutIn(ScalarType.Float32), DeltaOutIn(ScalarType.Float32)).to_type(adapterDType), requires_grad: true);
+            lora_magnitude_vector = _variant?.CreateParameter(this, adapterDType);
         }
         RegisterComponents();
     }
@@ -69,7 +67,7 @@ public sealed class LoraLinear : AdaptedLinear
     /// <summary>rsLoRA scaling.</summary>
     public bool UseRsLora { get; }
     /// <summary>DoRA.</summary>
-    public bool UseDora { get; }
+    public bool UseDora => _variant is DoraVariant;
     /// <summary>Dropout probability on the LoRA path's input.</summary>
     public double Dropout { get; }
 
@@ -139,35 +137,18 @@ public sealed class LoraLinear : AdaptedLinear
         var result = BaseForward(x);                                                // (..., out)
         var a = CastTo(LoraA, dtype);
         var b = CastTo(LoraB, dtype);
-        if (!UseDora)
-            return result + nn.functional.linear(nn.functional.linear(lora_dropout.forward(x), a), b) * Scaling;
-
-        // DoRA. The magnitude over the (detached) row norm of W + scaling * B A rescales each output; the base path
-        // without bias is reused when dropout is off, else recomputed on the dropped-out input (as PEFT does).
-        var w = WeightOutIn(dtype);                                                 // (out, in)
-        var weightNorm = RowNorm(w, b.matmul(a).detach() * Scaling).detach();       // (out)
-        var magNormScale = (CastTo(lora_magnitude_vector!, dtype) / weightNorm).view(1, -1);
-        Tensor baseResult, xLora;
-        if (Dropout == 0 || !training)
-        {
-            xLora = x;
-            baseResult = bias is null ? result : result - CastTo(bias, dtype);
-        }
-        else
-        {
-            xLora = lora_dropout.forward(x);
-            baseResult = nn.functional.linear(xLora, w);
-        }
-        var loraResult = nn.functional.linear(nn.functional.linear(xLora, a), b);
-        return result + ((magNormScale - 1) * baseResult + magNormScale * loraResult * Scaling);
+        if (_variant is not null) return _variant.Forward(this, x, result, a, b);
+        return result + nn.functional.linear(nn.functional.linear(lora_dropout.forward(x), a), b) * Scaling;
     }
+
+    /// <summary>The base weight as (out, in) in <paramref name="dtype"/> (for the variant).</summary>
+    internal Tensor BaseWeightOutIn(ScalarType dtype) => WeightOutIn(dtype);
+
+    /// <summary>Dropout on the LoRA path's input (for the variant).</summary>
+    internal Tensor DropoutForward(Tensor x) => lora_dropout.forward(x);
 
     /// <summary>scaling * B A as (out, in) in <paramref name="dtype"/>.</summary>
     public Tensor DeltaOutIn(ScalarType dtype) => CastTo(LoraB, dtype).matmul(CastTo(LoraA, dtype)) * Scaling;
-
-    // L2 norm of each output row of W + delta. // (out)
-    private static Tensor RowNorm(Tensor weightOutIn, Tensor deltaOutIn) =>
-        linalg.vector_norm(weightOutIn + deltaOutIn, 2, dims: [1]);
 
     /// <inheritdoc/>
     protected override void MergeCore()
@@ -175,15 +156,7 @@ public sealed class LoraLinear : AdaptedLinear
         // Merge in float32 (low-precision bases would lose the small update otherwise), then store in the base dtype.
         var w = WeightOutIn(ScalarType.Float32);
         var delta = DeltaOutIn(ScalarType.Float32);
-        Tensor merged;
-        if (!UseDora) merged = w + delta;
-        else
-        {
-            var norm = RowNorm(w, delta);                                           // (out)
-            _mergeCache["weight_norm"] = norm.DetachFromDisposeScope();
-            var factor = lora_magnitude_vector!.to_type(ScalarType.Float32) / norm;
-            merged = factor.view(-1, 1) * (w + delta);
-        }
+        var merged = _variant?.Merge(this, w, delta) ?? w + delta;
         SetWeight(ToStorageLayout(merged));
     }
 
@@ -192,16 +165,7 @@ public sealed class LoraLinear : AdaptedLinear
     {
         var w = WeightOutIn(ScalarType.Float32);
         var delta = DeltaOutIn(ScalarType.Float32);
-        Tensor original;
-        if (!UseDora) original = w - delta;
-        else
-        {
-            var norm = _mergeCache["weight_norm"];
-            _mergeCache.Remove("weight_norm");
-            var factor = lora_magnitude_vector!.to_type(ScalarType.Float32) / norm;
-            original = w / factor.view(-1, 1) - delta;
-            norm.Dispose();
-        }
+        var original = _variant?.Unmerge(this, w, delta) ?? w - delta;
         SetWeight(ToStorageLayout(original));
     }
 }

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using MLNet.FineTune.Checkpoints;
 
-namespace MLNet.FineTune.Tasks.FineTuning;
+namespace MLNet.FineTune.FineTuning;
 
 /// <summary>
 /// <see cref="FineTuneOptions.Dropout"/>: the base model's dropout probabilities replaced in the config the training

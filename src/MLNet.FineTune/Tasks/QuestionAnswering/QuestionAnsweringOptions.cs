@@ -33,7 +33,7 @@ namespace MLNet.FineTune;
 /// to another name (e.g. "PredictedAnswerStart") to keep both visible.
 /// </para>
 /// </remarks>
-public sealed class QuestionAnsweringOptions : FineTuneOptions
+public sealed record QuestionAnsweringOptions : FineTuneOptions
 {
     /// <summary>Creates the options with run_qa.py's defaults (384 tokens per window, stride 128).</summary>
     public QuestionAnsweringOptions()

@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace MLNet.FineTune.Tasks.Scoring;
+namespace MLNet.FineTune.FineTuning.Scoring;
 
 /// <summary>
 /// What a fitted task model contributes to scoring: which input columns it reads, how it scores a batch of rows, and

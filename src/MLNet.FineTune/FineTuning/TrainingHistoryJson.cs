@@ -1,6 +1,6 @@
 using MLNet.FineTune.Training;
 
-namespace MLNet.FineTune.Tasks.FineTuning;
+namespace MLNet.FineTune.FineTuning;
 
 /// <summary>The training history as stored in model.zip (so a reloaded model still reports its curves).</summary>
 internal sealed record TrainingHistoryJson(TrainingStepRecord[] Steps, string? ValidationMetricName, TrainingStopReason StopReason)

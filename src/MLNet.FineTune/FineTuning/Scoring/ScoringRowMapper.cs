@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace MLNet.FineTune.Tasks.Scoring;
+namespace MLNet.FineTune.FineTuning.Scoring;
 
 /// <summary>Scores one row at a time, for PredictionEngine (which maps rows, not data views).</summary>
 internal sealed class ScoringRowMapper : IRowToRowMapper

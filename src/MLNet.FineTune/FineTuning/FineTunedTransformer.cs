@@ -6,11 +6,11 @@ using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
 using MLNet.FineTune.Persistence;
 using MLNet.FineTune.Runtime;
-using MLNet.FineTune.Tasks.Scoring;
+using MLNet.FineTune.FineTuning.Scoring;
 using MLNet.FineTune.Training;
 using static TorchSharp.torch;
 
-namespace MLNet.FineTune.Tasks.FineTuning;
+namespace MLNet.FineTune.FineTuning;
 
 /// <summary>
 /// What every fine-tuned task transformer shares: scoring with the task's batch scorer (<see cref="Transform"/> in

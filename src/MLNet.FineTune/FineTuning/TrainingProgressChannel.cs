@@ -1,11 +1,11 @@
 using Microsoft.ML.Runtime;
 using MLNet.FineTune.Training;
 
-namespace MLNet.FineTune.Tasks.FineTuning;
+namespace MLNet.FineTune.FineTuning;
 
 /// <summary>
 /// Connects the training loop's progress to ML.NET's progress channel (what MLContext's log and tools that poll
-/// progress see) and to the user's <see cref="FineTuneOptions.Progress"/>, synchronously and in order.
+/// progress see) and to the user's <see cref="TrainingOptions.Progress"/>, synchronously and in order.
 /// </summary>
 internal sealed class TrainingProgressChannel : IProgress<TrainingProgress>, IDisposable
 {

@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace MLNet.FineTune.Tasks.Scoring;
+namespace MLNet.FineTune.FineTuning.Scoring;
 
 /// <summary>
 /// The input data view plus a scorer's output columns, scored in batches: a lead cursor reads ahead and scores
