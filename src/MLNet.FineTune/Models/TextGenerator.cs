@@ -62,6 +62,15 @@ public sealed record GenerationOptions
 
     /// <summary>Whether the next token is drawn at random (sampling with a temperature above 0).</summary>
     internal bool Samples => DoSample && Temperature > 0;
+
+    /// <summary>Equal settings, stop lists compared element by element.</summary>
+    public bool Equals(GenerationOptions? other) =>
+        other is not null && MaxNewTokens == other.MaxNewTokens && DoSample == other.DoSample && Temperature.Equals(other.Temperature)
+        && TopK == other.TopK && TopP.Equals(other.TopP) && RepetitionPenalty.Equals(other.RepetitionPenalty) && Seed == other.Seed
+        && BatchSize == other.BatchSize && StopTokenIds.SequenceEqual(other.StopTokenIds) && StopStrings.SequenceEqual(other.StopStrings);
+
+    /// <inheritdoc/>
+    public override int GetHashCode() => HashCode.Combine(MaxNewTokens, DoSample, Temperature, TopK, TopP, RepetitionPenalty, Seed, BatchSize);
 }
 
 /// <summary>Why a row stopped growing.</summary>

@@ -62,18 +62,24 @@ public sealed class ChatTemplate
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"Model folder not found: '{folder}'.");
-        var files = new TokenizerFolder(folder);
+        return TryFromFiles(name => File.Exists(Path.Combine(folder, name)) ? File.ReadAllText(Path.Combine(folder, name)) : null, folder);
+    }
+
+    /// <summary>The chat template of a folder's files given by name (e.g. tokenizer files kept in model.zip), or null.</summary>
+    /// <param name="readFile">The text of a file by name, or null when absent.</param>
+    /// <param name="where">Names the files' origin in errors.</param>
+    internal static ChatTemplate? TryFromFiles(Func<string, string?> readFile, string where)
+    {
+        var files = new TokenizerFolder(readFile, where);
         var specials = SpecialTokenKeys.Select(k => (Key: k, Value: files.SpecialToken(k)))
             .Where(p => p.Value is not null).ToDictionary(p => p.Key, p => p.Value!);
 
-        var jinjaPath = files.PathOf(ChatTemplateFile);
-        if (File.Exists(jinjaPath)) return Parse(File.ReadAllText(jinjaPath), specials, jinjaPath);
+        if (readFile(ChatTemplateFile) is { } jinja) return Parse(jinja, specials, Path.Combine(where, ChatTemplateFile));
 
-        var configPath = files.PathOf(TokenizerFolder.TokenizerConfigJson);
-        if (!File.Exists(configPath)) return null;
-        using var doc = JsonDocument.Parse(File.ReadAllText(configPath), new JsonDocumentOptions { AllowTrailingCommas = true });
+        if (readFile(TokenizerFolder.TokenizerConfigJson) is not { } configText) return null;
+        using var doc = JsonDocument.Parse(configText, new JsonDocumentOptions { AllowTrailingCommas = true });
         if (!doc.RootElement.TryGetProperty("chat_template", out var template)) return null;
-        var origin = $"chat_template in {configPath}";
+        var origin = $"chat_template in {Path.Combine(where, TokenizerFolder.TokenizerConfigJson)}";
         switch (template.ValueKind)
         {
             case JsonValueKind.String:

@@ -20,12 +20,22 @@ internal sealed class TokenizerFolder
     private readonly JsonElement? _config;
 
     public TokenizerFolder(string folder)
+        : this(file => File.Exists(Path.Combine(folder, file)) ? File.ReadAllText(Path.Combine(folder, file)) : null, folder)
+    {
+    }
+
+    /// <summary>Settings read through <paramref name="readFile"/> (the text of a file by name, or null when absent),
+    /// e.g. from files kept in model.zip; <paramref name="folder"/> names them in errors.</summary>
+    public TokenizerFolder(Func<string, string?> readFile, string folder)
     {
         Folder = folder;
+        _readFile = readFile;
         _tokenizerConfig = ReadJson(TokenizerConfigJson);
         _specialTokensMap = ReadJson(SpecialTokensMapJson);
         _config = ReadJson(ConfigJson);
     }
+
+    private readonly Func<string, string?> _readFile;
 
     public string Folder { get; }
 
@@ -89,10 +99,10 @@ internal sealed class TokenizerFolder
     private JsonElement? ReadJson(string file)
     {
         var path = PathOf(file);
-        if (!File.Exists(path)) return null;
+        if (_readFile(file) is not { } text) return null;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            using var doc = JsonDocument.Parse(text, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
             return doc.RootElement.Clone();
         }
         catch (JsonException ex)

@@ -1,3 +1,4 @@
+using Microsoft.ML;
 using MLNet.FineTune.Models;
 using static TorchSharp.torch;
 
@@ -46,6 +47,17 @@ public sealed class CausalLMMetricsAccumulator
 /// <summary>Scores examples with a model in evaluation mode, batch by batch.</summary>
 public static class CausalLMEvaluation
 {
+    /// <summary>The metrics of a transformer on a data set with the columns it was trained on.</summary>
+    internal static CausalLMMetrics Evaluate(IDataView data, CausalLMTransformer model, int? batchSize)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        ArgumentNullException.ThrowIfNull(model);
+        var settings = model.SavedSettings;
+        var examples = CausalLMColumns.From(settings).Read(data, model.Model.Featurizer, "data to evaluate");
+        if (examples.Count == 0) throw new InvalidOperationException("The data to evaluate is empty.");
+        return model.Model.Evaluate(examples, batchSize ?? settings.ScoringBatchSize);
+    }
+
     /// <summary>Mean token loss, perplexity and token accuracy of <paramref name="model"/> on <paramref name="examples"/>.</summary>
     /// <param name="model">The model (its train/eval mode is restored afterwards).</param>
     /// <param name="examples">Featurized rows.</param>

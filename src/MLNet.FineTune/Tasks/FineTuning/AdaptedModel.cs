@@ -31,7 +31,8 @@ internal sealed class AdaptedModel
 
     /// <summary>Tokenizer files carried into model.zip (whichever the base folder has).</summary>
     private static readonly string[] TokenizerFileNames =
-        ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json"];
+        ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json",
+         ChatTemplate.ChatTemplateFile];
 
     private readonly IReadOnlyDictionary<string, byte[]> _tokenizerFiles;
 
@@ -56,6 +57,13 @@ internal sealed class AdaptedModel
     public PeftModel Peft { get; }
 
     public HfTokenizer Tokenizer { get; }
+
+    /// <summary>The base model's chat template (from its tokenizer files), or null when it has none.</summary>
+    public ChatTemplate? ChatTemplate => (_chatTemplate ??= new Lazy<ChatTemplate?>(() => Tokenization.ChatTemplate.TryFromFiles(
+        name => _tokenizerFiles.TryGetValue(name, out var bytes) ? System.Text.Encoding.UTF8.GetString(bytes) : null,
+        BaseFolder ?? "the base model's tokenizer files"))).Value;
+    private Lazy<ChatTemplate?>? _chatTemplate;
+
     public HfConfig Config { get; }
     public Device Device { get; }
 
@@ -114,7 +122,8 @@ internal sealed class AdaptedModel
     /// (JSON: labels, lengths) joins the base model's hash and the method's config in the run fingerprint every
     /// checkpoint records, so that resuming from another run's checkpoint fails naming what differs.</summary>
     public TrainingResult Train(FineTuneOptions options, MethodOptions method, int seed, int exampleCount, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Action<string> log, IProgress<TrainingProgress> progress)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Action<string> log, IProgress<TrainingProgress> progress,
+        Func<IReadOnlyList<int>, long>? countLossItems = null)
     {
         // The base is hashed now, before it is trained on, when model.zip (by reference) or a checkpoint will record it.
         bool checkpoints = options.CheckpointDirectory is not null || options.ResumeFromCheckpoint is not null;
@@ -153,6 +162,7 @@ internal sealed class AdaptedModel
                 ExampleCount = exampleCount,
                 ExampleLengths = exampleLengths,
                 ComputeLoss = computeLoss,
+                CountLossItems = countLossItems,
                 Evaluate = evaluate is null ? null : () => { Model.eval(); try { return evaluate(); } finally { Model.train(); } },
                 RunFingerprint = checkpoints ? RunFingerprint(taskSettings) : null,
                 Options = trainer,
