@@ -135,9 +135,12 @@ internal sealed class CausalTrainBenchmark : IBenchmark
     {
         var llama = LlamaConfig.FromHf(model.Config);
         double d = llama.NumAttentionHeads * llama.HeadDim, t = shape.Tokens, layers = model.NumLayers;
-        // Every Linear's weight (base weights of wrapped layers included) plus the LM head, which tied models reuse.
-        double linear = model.named_modules().Where(m => m.module is TorchSharp.Modules.Linear).Sum(m => (double)((TorchSharp.Modules.Linear)m.module).weight!.numel())
-                        + (model.TiedWordEmbeddings ? (double)model.VocabSize * llama.HiddenSize : 0);
+        // Every linear layer's base weight (2-D weights but the embedding and the adapters' own) plus the LM head, which
+        // tied models compute with the embedding matrix.
+        double linear = model.named_parameters()
+            .Where(p => p.parameter.dim() == 2 && !p.name.Contains("embed_tokens", StringComparison.Ordinal) && !p.name.Contains("lora_", StringComparison.Ordinal))
+            .Sum(p => (double)p.parameter.numel())
+            + (model.TiedWordEmbeddings ? (double)model.VocabSize * llama.HiddenSize : 0);
         double lora = peft.Layers.Values.Where(l => l is LoraLinear).Sum(l => 2.0 * Rank * (l.InFeatures + l.OutFeatures));
         double perToken = (2 * linear + 4 * layers * t * d) + (2 * linear + 8 * layers * t * d) + 3 * lora;
         return perToken * shape.Batch * t;
