@@ -210,6 +210,21 @@ public sealed class CausalLMEndToEndTests
         var tokens = TextGenerator.Generate(pretrained.Model.Model, [f.GeneratePrompt], new GenerationOptions { MaxNewTokens = f.MaxNewTokens })[0].Tokens;
         Console.WriteLine($"{fixture} through the transformer's model: {string.Join(" ", tokens)}");
         CollectionAssert.AreEqual(f.GreedyTokens, f.GeneratePrompt.Concat(tokens).ToArray());
+
+        // With PEFT's adapter as InitialAdapter (cancelled before any step): every prefix's greedy token is the argmax
+        // of PEFT's logits (the adapter fixtures hold logits, not a generated sequence).
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        var withAdapter = PromptOptions(fixture, epochs: 1);
+        withAdapter.InitialAdapter = Path.Combine(f.Folder, "adapter");
+        withAdapter.CancellationToken = cancelled.Token;
+        var adapted = ml.FineTune().Lora(withAdapter).Fit(ml.Data.LoadFromEnumerable(QuestionAnswers));
+        var expected = SafeTensors.Load(Path.Combine(f.Folder, "adapter", "expected.safetensors"))["logits"];   // (B, T, V)
+        var prefixes = Enumerable.Range(1, f.InputIds[0].Length).Select(k => (IReadOnlyList<long>)f.InputIds[0][..k]).ToList();
+        var next = TextGenerator.Generate(adapted.Model.Model, prefixes, new GenerationOptions { MaxNewTokens = 1, BatchSize = prefixes.Count });
+        var argmax = Enumerable.Range(0, prefixes.Count).Select(k => expected[0, k].argmax().item<long>()).ToList();
+        Console.WriteLine($"{fixture} + PEFT's adapter through InitialAdapter: next tokens {string.Join(" ", next.Select(n => n.Tokens[0]))}; PEFT argmax {string.Join(" ", argmax)}");
+        CollectionAssert.AreEqual(argmax, next.Select(n => n.Tokens[0]).ToList());
     }
 
     [TestMethod]

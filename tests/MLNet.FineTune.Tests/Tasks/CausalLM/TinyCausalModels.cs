@@ -35,9 +35,21 @@ internal static class TinyCausalModels
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> Folders = new();
 
+    /// <summary>This test run's folders, removed when the process exits.</summary>
+    private static readonly Lazy<string> Root = new(() =>
+    {
+        var root = Path.Combine(Path.GetTempPath(), "mlnet-finetune-tests", $"causal-{Guid.NewGuid():N}");
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            try { Directory.Delete(root, recursive: true); }
+            catch (IOException) { } // a file still mapped by a loaded model: the OS's temp cleanup takes it later
+        };
+        return root;
+    });
+
     private static string Build(string fixture)
     {
-        var dir = Path.Combine(Path.GetTempPath(), "mlnet-finetune-tests", $"{fixture}-with-bpe-{Guid.NewGuid():N}");
+        var dir = Path.Combine(Root.Value, $"{fixture}-with-bpe");
         Directory.CreateDirectory(dir);
         foreach (var file in new[] { "config.json", "model.safetensors", "generation_config.json" })
             File.Copy(TestPaths.Fixture("hf-reference", fixture, file), Path.Combine(dir, file));
