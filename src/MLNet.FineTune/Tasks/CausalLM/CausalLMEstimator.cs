@@ -98,13 +98,14 @@ public sealed class CausalLMEstimator : FineTuningEstimator<CausalLMOptions, Cau
 
     /// <summary>
     /// The base model as it is, untrained, behind a <see cref="CausalLMTransformer"/>: to generate or evaluate before
-    /// fine-tuning (the method is not injected, so it computes exactly the pretrained model).
+    /// fine-tuning. A fresh rank-1 LoRA (B = 0 adds exactly nothing) keeps the base in the dtype training would hold
+    /// it in (<see cref="FineTuneOptions.Precision"/>), so before/after numbers compare like with like.
     /// </summary>
     internal CausalLMTransformer Pretrained()
     {
         using var channel = StartChannel();
         var run = StartRun(channel);
-        var method = MethodConfigs.ToPeftConfig(new FullFineTuneOptions(), PeftTaskType.CausalLM, run.BaseFolder);
+        var method = MethodConfigs.ToPeftConfig(new LoraOptions { Rank = 1, Dropout = 0 }, PeftTaskType.CausalLM, run.BaseFolder);
         var adapted = AdaptedModel.CreateForTraining(run.BaseFolder, CausalModelFactory.CreateCausalLM, method, run.BaseDType, run.Device, run.Log);
         var model = new CausalLMModel(adapted, Options.Format, Options.MaxSequenceLength, Options.AppendEos);
         return new CausalLMTransformer(model, CausalLMTransformer.Settings.From(Options), history: null);

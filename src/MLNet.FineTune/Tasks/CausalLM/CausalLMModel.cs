@@ -48,27 +48,37 @@ internal sealed class CausalLMModel
         string text;
         try { text = Template!.ApplyJson(input, addGenerationPrompt: true); }
         catch (FormatException ex) { throw new ArgumentException($"{where}: {ex.Message}", ex); }
+        catch (InvalidOperationException ex) { throw new InvalidOperationException($"{where}: {ex.Message}", ex); }
         return Tokenizer.Encode(text, addSpecialTokens: false).Ids.Select(i => (long)i).ToArray();
     }
 
     /// <summary>Generates for each input (texts, prompts or JSON conversations), in batches.</summary>
-    public Generation[] Generate(IReadOnlyList<string> inputs, GenerationOptions options)
+    /// <param name="inputs">The inputs.</param>
+    /// <param name="options">How to generate.</param>
+    /// <param name="describe">Names input i in errors (e.g. "Row 12 of the data to score (column 'Prompt')").</param>
+    /// <exception cref="ArgumentException">An input encodes to no token (empty, and the tokenizer adds no BOS), or is not a conversation.</exception>
+    public Generation[] Generate(IReadOnlyList<string> inputs, GenerationOptions options, Func<int, string> describe)
     {
-        var prompts = inputs.Select((input, i) => (IReadOnlyList<long>)PromptIds(input, $"Row {i} of the data to generate from")).ToList();
-        foreach (var (prompt, i) in prompts.Select((p, i) => (p, i)))
-            if (prompt.Count == 0)
-                throw new ArgumentException($"Row {i} of the data to generate from encodes to no tokens and the tokenizer adds no BOS: give a non-empty prompt.");
-        string Decode(IReadOnlyList<long> ids) => Tokenizer.Decode(ids.Select(t => (int)t), skipSpecialTokens: true);
-        IReadOnlyCollection<long> eos = Tokenizer.EosTokenId is int e ? [e] : [];
-        GeneratedSequence[] sequences;
-        lock (_gate)   // one TorchSharp model must not run on two threads at once
-            sequences = TextGenerator.Generate(Model, prompts, options, eos, PadTokenId, Decode);
-        return sequences.Select(s =>
+        lock (_gate)   // one TorchSharp model must not run on two threads at once; the tokenizer is used here too
         {
-            var text = Decode(s.Tokens);
-            if (s.StopStringEnd is int end) text = text[..end];
-            return new Generation(text, s.Tokens.Length);
-        }).ToArray();
+            var prompts = new List<IReadOnlyList<long>>(inputs.Count);
+            for (int i = 0; i < inputs.Count; i++)
+            {
+                var ids = PromptIds(inputs[i], describe(i));
+                if (ids.Length == 0)
+                    throw new ArgumentException($"{describe(i)} is empty and the tokenizer adds no BOS: there is nothing to continue. Give a non-empty text.");
+                prompts.Add(ids);
+            }
+            string Decode(IReadOnlyList<long> ids) => Tokenizer.Decode(ids.Select(t => (int)t), skipSpecialTokens: true);
+            IReadOnlyCollection<long> eos = Tokenizer.EosTokenId is int e ? [e] : [];
+            var sequences = TextGenerator.Generate(Model, prompts, options, eos, PadTokenId, Decode);
+            return sequences.Select(s =>
+            {
+                var text = Decode(s.Tokens);
+                if (s.StopStringEnd is int end) text = text[..end];
+                return new Generation(text, s.Tokens.Length);
+            }).ToArray();
+        }
     }
 
     /// <summary>Mean token loss, perplexity and token accuracy on featurized examples.</summary>

@@ -7,7 +7,7 @@ namespace MLNet.FineTune.Tasks.CausalLM;
 
 /// <summary>Generates from a text, prompt or conversation column, adding the generated text (String) and the number
 /// of generated tokens (Int32).</summary>
-internal sealed class CausalLMScorer : BatchScorer<string, Generation>
+internal sealed class CausalLMScorer : BatchScorer<(string Text, long Row), Generation>
 {
     private readonly CausalLMModel _model;
     private readonly string _inputColumn;
@@ -35,16 +35,15 @@ internal sealed class CausalLMScorer : BatchScorer<string, Generation>
 
     public override void CheckInputSchema(DataViewSchema schema) => ColumnChecks.RequireText(schema, _inputColumn, Role);
 
-    public override Func<string> CreateInputReader(DataViewRow row)
+    public override Func<(string Text, long Row)> CreateInputReader(DataViewRow row)
     {
         var read = ColumnChecks.TextReader(row, row.Schema[_inputColumn]);
-        if (_model.Format != CausalLMDataFormat.Messages) return read;   // an empty prompt is fine when the tokenizer adds BOS
-        var nonEmpty = ColumnChecks.NonEmptyTextReader(row, row.Schema[_inputColumn], DataToScore);
-        return nonEmpty;
+        return () => (read(), row.Position);
     }
 
-    public override IReadOnlyList<Generation> Score(IReadOnlyList<string> inputs) =>
-        inputs.Count == 0 ? [] : _model.Generate(inputs, _generation);
+    public override IReadOnlyList<Generation> Score(IReadOnlyList<(string Text, long Row)> inputs) =>
+        inputs.Count == 0 ? [] : _model.Generate(inputs.Select(i => i.Text).ToList(), _generation,
+            i => $"Row {inputs[i].Row} of the {DataToScore} ({Role} column '{_inputColumn}')");
 
     public override Delegate CreateOutputGetter(int outputIndex, Func<Generation> current) => outputIndex switch
     {

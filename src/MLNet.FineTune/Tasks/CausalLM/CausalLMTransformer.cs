@@ -77,7 +77,7 @@ public sealed class CausalLMTransformer : FineTunedTransformer
     public IReadOnlyList<string> Generate(IReadOnlyList<string> inputs)
     {
         ArgumentNullException.ThrowIfNull(inputs);
-        return inputs.Count == 0 ? [] : _model.Generate(inputs, Generation).Select(g => g.Text).ToArray();
+        return inputs.Count == 0 ? [] : _model.Generate(inputs, Generation, i => $"Input {i}").Select(g => g.Text).ToArray();
     }
 
     internal CausalLMModel Model => _model;

@@ -297,6 +297,16 @@ public sealed class CausalLMEndToEndTests
         NamedErrors.Expect<ArgumentException>(() => catalog.Lora(new CausalLMOptions { BaseModel = TinyCausalModels.Folder("llama-tiny"), PromptColumnName = "Prompt" }), "CompletionColumnName");
         NamedErrors.Expect<ArgumentNullException>(() => catalog.Lora(new CausalLMOptions { TextColumnName = "Text" }), "BaseModel is required");
 
+        // Scoring: an empty prompt with a tokenizer that adds no BOS has nothing to continue; the error names the row.
+        var toScore = ml.Data.LoadFromEnumerable(QuestionAnswers.Take(2).Append(new PromptRow { Prompt = "" }));
+        var pretrained = catalog.PretrainedCausalLM(PromptOptions());
+        NamedErrors.Expect<ArgumentException>(() => ml.Data.CreateEnumerable<Generated>(pretrained.Transform(toScore), reuseRowObject: false).ToList(),
+            "Row 2 of the data to score", "prompt column 'Prompt'", "empty");
+        var json = ml.Data.LoadFromEnumerable(new[] { new MessagesRow { Messages = """[{"role": "user", "content": "hi"}]""" }, new MessagesRow { Messages = "not json" } });
+        var chat = catalog.PretrainedCausalLM(new CausalLMOptions { BaseModel = TinyCausalModels.Folder("llama-tiny"), MessagesColumnName = "Messages", Generation = new GenerationOptions { MaxNewTokens = 2, BatchSize = 1 } });
+        NamedErrors.Expect<ArgumentException>(() => ml.Data.CreateEnumerable<Generated>(chat.Transform(json), reuseRowObject: false).ToList(),
+            "Row 1 of the data to score", "messages column 'Messages'", "not valid JSON");
+
         // Messages with a base model that has no chat template.
         var noTemplate = Path.Combine(_dir, "llama-no-template");
         Directory.CreateDirectory(noTemplate);
