@@ -130,6 +130,63 @@ public sealed class CausalLMEndToEndTests
     }
 
     [TestMethod]
+    public void AccumulationAveragesOverTargetTokensAsOneBigBatch()
+    {
+        // Rows with different numbers of target tokens: two accumulated batches of 4 must train exactly as one batch of
+        // 8 (the step's loss is the mean over all its target tokens), which a mean of the two batch means would not.
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(TinyCausalModels.Corpus.Take(8).Select((t, i) => new PromptRow { Prompt = t[..(8 + 3 * i)], Completion = t[(8 + 3 * i)..] }));
+        CausalLMTransformer Run(int batch, int accumulation)
+        {
+            var options = PromptOptions(epochs: 2);
+            options.BatchSize = batch;
+            options.GradientAccumulationSteps = accumulation;
+            options.LengthBucketing = false; // the same example order for every batch size
+            return ml.FineTune().Lora(options, new LoraOptions { Dropout = 0, TargetModules = AllLlamaLinears }).Fit(data);
+        }
+        var accumulated = Run(4, 2);
+        var large = Run(8, 1);
+        var losses = accumulated.TrainingHistory!.Steps.Zip(large.TrainingHistory!.Steps).Select(p => Math.Abs(p.First.Loss - p.Second.Loss)).ToList();
+        using var noGrad = no_grad();
+        var ids = tensor(new long[] { 5, 17, 99, 230, 41, 8, 77, 300 }, [1, 8]);
+        double logits = (accumulated.Model.Model.call(ids) - large.Model.Model.call(ids)).abs().max().item<float>();
+        Console.WriteLine($"4 x 2 vs 8: {accumulated.TrainingHistory.Steps.Count} steps each; max |loss difference| {losses.Max():E2}; max |logit difference| {logits:E2}");
+        Assert.AreEqual(2, accumulated.TrainingHistory.Steps.Count);
+        Assert.IsLessThan(1e-5, losses.Max());
+        Assert.IsLessThan(1e-5, logits);
+    }
+
+    [TestMethod]
+    public void PackingTrainsOnFewerFullerRowsWithTheSameTargets()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(TinyCausalModels.Corpus.Select(t => new TextRow { Text = t }));
+        long steps = 0;
+        CausalLMTransformer Run(bool packing)
+        {
+            var options = new CausalLMOptions
+            {
+                BaseModel = TinyCausalModels.Folder("llama-tiny"), TextColumnName = "Text", MaxSequenceLength = 64, Epochs = 1, BatchSize = 1,
+                Packing = packing, Seed = 2, Precision = TrainingPrecision.Float32,
+                Progress = new Progress(p => steps = p.TotalSteps),
+            };
+            return ml.FineTune().Lora(options).Fit(data);
+        }
+        Run(packing: false);
+        long unpackedSteps = steps;
+        var packed = Run(packing: true);
+        Console.WriteLine($"{TinyCausalModels.Corpus.Length} rows: {unpackedSteps} steps unpacked, {steps} packed into rows of at most 64 tokens");
+        Assert.AreEqual(TinyCausalModels.Corpus.Length, unpackedSteps);
+        Assert.IsTrue(steps < unpackedSteps / 2, "short rows pack several to a row");
+        Assert.IsTrue(packed.TrainingHistory!.Steps.All(s => double.IsFinite(s.Loss)));
+    }
+
+    private sealed class Progress(Action<MLNet.FineTune.Training.TrainingProgress> report) : IProgress<MLNet.FineTune.Training.TrainingProgress>
+    {
+        public void Report(MLNet.FineTune.Training.TrainingProgress value) => report(value);
+    }
+
+    [TestMethod]
     public void AdapterSavedAfterFineTuningReloadsToIdenticalLogits()
     {
         var ml = new MLContext(seed: 1);
