@@ -122,10 +122,12 @@ static int Run(CommandLine cl)
         Console.WriteLine($"    after:  {after[i].ReplaceLineEndings(" ")}");
     }
 
-    // Save, reload through the consumption code (a PredictionEngine over the zip), check it generates the same.
+    // Save, reload through the consumption code (a PredictionEngine over the zip), check it generates the same. Both
+    // generate one prompt alone: in bfloat16, a prompt left-padded in a batch can round differently and pick another token.
     SaveModel(mlContext, model, train.Schema, MLNetModelPath);
     var reloaded = TextModel.Generate(new ModelInput { Text = prompts[0], Prompt = prompts[0] });
-    Console.WriteLine($"Saved {MLNetModelPath} ({new FileInfo(MLNetModelPath).Length / 1024.0:F0} KiB); reloaded model generates the same text: {reloaded.GeneratedText == after[0]}");
+    var alone = model.Generate([prompts[0]])[0];
+    Console.WriteLine($"Saved {MLNetModelPath} ({new FileInfo(MLNetModelPath).Length / 1024.0:F0} KiB); reloaded model generates the same text: {reloaded.GeneratedText == alone}");
     if (cl.Method != FineTuneMethod.Full)
     {
         var adapterFolder = Path.Combine(AppContext.BaseDirectory, "TextModel.adapter");

@@ -97,18 +97,28 @@ public sealed class CausalLMEndToEndTests
     }
 
     [TestMethod]
-    [DataRow("lora")]
-    [DataRow("dora")]
-    [DataRow("adapters")]
-    [DataRow("ia3")]
-    [DataRow("full")]
-    public void EveryMethodFitsThroughTheCatalog(string method)
+    [DataRow("lora", "llama-tiny")]
+    [DataRow("dora", "llama-tiny")]
+    [DataRow("adapters", "llama-tiny")]
+    [DataRow("ia3", "llama-tiny")]
+    [DataRow("full", "llama-tiny")]
+    [DataRow("lora", "gpt2-tiny")]
+    [DataRow("dora", "gpt2-tiny")]
+    [DataRow("adapters", "gpt2-tiny")]
+    [DataRow("ia3", "gpt2-tiny")]
+    [DataRow("full", "gpt2-tiny")]
+    [DataRow("lora", "qwen2-tiny")]
+    [DataRow("dora", "qwen2-tiny")]
+    [DataRow("adapters", "qwen2-tiny")]
+    [DataRow("ia3", "qwen2-tiny")]
+    [DataRow("full", "qwen2-tiny")]
+    public void EveryMethodFitsThroughTheCatalog(string method, string fixture)
     {
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(TinyCausalModels.Corpus.Select(t => new TextRow { Text = t }));
         var options = new CausalLMOptions
         {
-            BaseModel = TinyCausalModels.Folder("llama-tiny"), TextColumnName = "Text", MaxSequenceLength = 32, Epochs = 2, BatchSize = 4,
+            BaseModel = TinyCausalModels.Folder(fixture), TextColumnName = "Text", MaxSequenceLength = 32, Epochs = 2, BatchSize = 4,
             Seed = 5, Precision = TrainingPrecision.Float32, Generation = new GenerationOptions { MaxNewTokens = 4 },
         };
         var catalog = ml.FineTune();
@@ -124,8 +134,8 @@ public sealed class CausalLMEndToEndTests
         var model = estimator.Fit(data);
         var after = catalog.EvaluateCausalLM(data, model);
         var generated = model.Generate(["Tom the cat"]);
-        Console.WriteLine($"{method}: {model.TrainableParameters}; loss {before.MeanTokenLoss:F4} -> {after.MeanTokenLoss:F4}; 'Tom the cat' -> '{generated[0]}'");
-        Assert.IsTrue(after.MeanTokenLoss < before.MeanTokenLoss, $"{method}: two epochs lower the training loss");
+        Console.WriteLine($"{fixture} {method}: {model.TrainableParameters}; loss {before.MeanTokenLoss:F4} -> {after.MeanTokenLoss:F4}; 'Tom the cat' -> '{generated[0]}'");
+        Assert.IsTrue(after.MeanTokenLoss < before.MeanTokenLoss, $"{fixture} {method}: two epochs lower the training loss");
         Assert.AreEqual(method == "full", model.TrainableParameters.Trainable == model.TrainableParameters.Total);
     }
 
