@@ -57,7 +57,7 @@ public sealed class LoraParityTests
     {
         using var scope = NewDisposeScope();
         var fixture = CausalFixture.Load(name);
-        var model = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder);
+        var model = ModelFactory.FromPretrainedCausalLM(fixture.Folder);
         var adapterFolder = Path.Combine(fixture.Folder, "adapter");
         var peft = PeftModel.LoadAdapter(model, adapterFolder);
         var expected = SafeTensors.Load(Path.Combine(adapterFolder, "expected.safetensors"))["logits"];
@@ -124,7 +124,7 @@ public sealed class LoraParityTests
         using var scope = NewDisposeScope();
         var fixture = CausalFixture.Load(name);
         var peftFolder = Path.Combine(fixture.Folder, "adapter");
-        var model = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder);
+        var model = ModelFactory.FromPretrainedCausalLM(fixture.Folder);
         var peft = PeftModel.Inject(model, new LoraConfig { Rank = 4, Alpha = 16, TargetModules = targets, Init = LoraInit.Random, TaskType = PeftTaskType.CausalLM });
         var ours = Path.Combine(_dir, "ours");
         peft.SaveAdapter(ours);
@@ -132,7 +132,7 @@ public sealed class LoraParityTests
 
         using var noGrad = no_grad();
         var before = model.call(fixture.InputTensor());
-        var reloaded = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder);
+        var reloaded = ModelFactory.FromPretrainedCausalLM(fixture.Folder);
         PeftModel.LoadAdapter(reloaded, ours);
         Assert.AreEqual(0.0, Parity.MaxAbsError(reloaded.call(fixture.InputTensor()), before, name), "reloaded adapter computes the same");
     }
@@ -144,7 +144,7 @@ public sealed class LoraParityTests
         var gpt2 = CausalFixture.Load("gpt2-tiny");
 
         // A BERT adapter on GPT-2: the module paths do not exist.
-        var causal = CausalModelFactory.FromPretrainedCausalLM(gpt2.Folder);
+        var causal = ModelFactory.FromPretrainedCausalLM(gpt2.Folder);
         var paths = Assert.ThrowsExactly<InvalidDataException>(() => PeftModel.LoadAdapter(causal, Path.Combine(bert.Folder, "adapter")));
         Console.WriteLine(paths.Message);
         StringAssert.Contains(paths.Message, "'base_model.model.bert.encoder.layer.0.attention.output.dense.lora_A.weight'");

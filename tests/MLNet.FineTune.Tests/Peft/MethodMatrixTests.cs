@@ -64,10 +64,10 @@ public sealed class MethodMatrixTests
                 {
                     var json = JsonNode.Parse(File.ReadAllText(Path.Combine(fixture.Folder, "config.json")))!.AsObject();
                     json["model_type"] = "mistral";
-                    model = CausalModelFactory.CreateCausalLM(HfConfig.Parse(json.ToJsonString()));
+                    model = ModelFactory.CreateCausalLM(HfConfig.Parse(json.ToJsonString()));
                     WeightLoader.Load(model, HfCheckpoint.Load(fixture.Folder), model.BaseModelPrefix);
                 }
-                else model = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder);
+                else model = ModelFactory.FromPretrainedCausalLM(fixture.Folder);
                 Assert.AreEqual(family, model.ModelType);
                 var input = fixture.InputTensor();
                 return (model, () => model.call(input), logits =>

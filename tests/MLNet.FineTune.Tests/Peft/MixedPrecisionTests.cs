@@ -31,7 +31,7 @@ public sealed class MixedPrecisionTests
         else
         {
             var fixture = CausalFixture.Load(name);
-            var m = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder, ScalarType.BFloat16);
+            var m = ModelFactory.FromPretrainedCausalLM(fixture.Folder, ScalarType.BFloat16);
             var input = fixture.InputTensor();
             (model, output, expected) = (m, () => m.call(input), MLNet.FineTune.Checkpoints.SafeTensors.Load(Path.Combine(fixture.Folder, "adapter", "expected.safetensors"))["logits"]);
         }

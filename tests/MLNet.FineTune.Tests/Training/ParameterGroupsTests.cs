@@ -168,7 +168,7 @@ public sealed class ParameterGroupsTests
     {
         var folder = TestPaths.Fixture("hf-reference", fixture);
         nn.Module model = numLabels == 0                                     // 0: a causal language model
-            ? CausalModelFactory.FromPretrainedCausalLM(folder)
+            ? ModelFactory.FromPretrainedCausalLM(folder)
             : ModelFactory.FromPretrainedSequenceClassification(folder, numLabels).Model;
 
         var expected = new SortedSet<string>(StringComparer.Ordinal);

@@ -7,7 +7,7 @@ namespace MLNet.FineTune.Tests.Models;
 
 /// <summary>Choosing the family by model_type, and loading folders the way they come from the Hub.</summary>
 [TestClass]
-public sealed class CausalModelFactoryTests
+public sealed class CausalModelLoadingTests
 {
     private string _dir = "";
 
@@ -18,7 +18,7 @@ public sealed class CausalModelFactoryTests
     public void UnsupportedModelTypeListsTheSupportedOnes()
     {
         var e = Assert.ThrowsExactly<NotSupportedException>(() =>
-            CausalModelFactory.CreateCausalLM(HfConfig.Parse("""{"model_type": "falcon"}""", "falcon/config.json")));
+            ModelFactory.CreateCausalLM(HfConfig.Parse("""{"model_type": "falcon"}""", "falcon/config.json")));
         Console.WriteLine(e.Message);
         StringAssert.Contains(e.Message, "'falcon'");
         StringAssert.Contains(e.Message, "gpt2, llama, mistral, qwen2");
@@ -34,7 +34,7 @@ public sealed class CausalModelFactoryTests
             {"model_type": "{{modelType}}", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
              "num_attention_heads": 2, "num_key_value_heads": 1}
             """);
-        using var model = CausalModelFactory.CreateCausalLM(config);
+        using var model = ModelFactory.CreateCausalLM(config);
         Assert.IsInstanceOfType<LlamaForCausalLM>(model);
         Assert.AreEqual(modelType, model.ModelType);
         var keys = model.state_dict().Keys.ToHashSet();
@@ -56,7 +56,7 @@ public sealed class CausalModelFactoryTests
         SafeTensors.Save(Path.Combine(_dir, "model.safetensors"), weights, new Dictionary<string, string> { ["format"] = "pt" });
         File.Copy(Path.Combine(source, "config.json"), Path.Combine(_dir, "config.json"));
 
-        using var model = CausalModelFactory.FromPretrainedCausalLM(_dir, null, null, out var report);
+        using var model = ModelFactory.FromPretrainedCausalLM(_dir, null, null, out var report);
         Console.WriteLine(report);
         CollectionAssert.AreEqual(new[] { "h.0.attn.bias" }, report.Unexpected.ToArray());
         Assert.AreEqual(0, report.Missing.Count);
@@ -76,7 +76,7 @@ public sealed class CausalModelFactoryTests
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!.AsObject();
         config["tie_word_embeddings"] = false;
         File.WriteAllText(Path.Combine(_dir, "config.json"), config.ToJsonString());
-        var e = Assert.ThrowsExactly<InvalidDataException>(() => CausalModelFactory.FromPretrainedCausalLM(_dir));
+        var e = Assert.ThrowsExactly<InvalidDataException>(() => ModelFactory.FromPretrainedCausalLM(_dir));
         Console.WriteLine(e.Message);
         StringAssert.Contains(e.Message, "lm_head.weight");
         StringAssert.Contains(e.Message, "tie_word_embeddings");
