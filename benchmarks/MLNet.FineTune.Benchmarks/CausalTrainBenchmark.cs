@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 namespace MLNet.FineTune.Benchmarks;
 
 /// <summary>
-/// <c>causal-train</c>: LoRA training throughput of causal LMs through the library's path (CausalModelFactory -> base
+/// <c>causal-train</c>: LoRA training throughput of causal LMs through the library's path (ModelFactory -> base
 /// cast -> PeftModel.Inject -> FineTuneTrainer with the causal LM loss and its target-token count), on stories260K
 /// (../shared/models/stories260K, real weights) and on a ~110M-parameter Llama shape with random weights; float32 and a
 /// frozen bfloat16 base with float32 adapters. Full-length rows of random token ids (every token a target), so tokens
@@ -44,8 +44,8 @@ internal sealed class CausalTrainBenchmark : IBenchmark
         var shapes = new List<Shape>();
         var stories = FindStories();
         if (stories is null) Console.Error.WriteLine("../shared/models/stories260K not found: measuring the 110M shape only.");
-        else shapes.Add(new Shape("stories260K", () => CausalModelFactory.FromPretrainedCausalLM(stories), 8, 256));
-        shapes.Add(new Shape("Llama 110M (random weights)", () => { manual_seed(0); return CausalModelFactory.CreateCausalLM(HfConfig.Parse(Llama110M)); }, 4, 256));
+        else shapes.Add(new Shape("stories260K", () => ModelFactory.FromPretrainedCausalLM(stories), 8, 256));
+        shapes.Add(new Shape("Llama 110M (random weights)", () => { manual_seed(0); return ModelFactory.CreateCausalLM(HfConfig.Parse(Llama110M)); }, 4, 256));
 
         var peaksBefore = ForwardBenchmark.MeasurePeaks(options);
         var results = new List<Result>();

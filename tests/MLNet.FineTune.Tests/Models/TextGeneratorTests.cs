@@ -14,7 +14,7 @@ namespace MLNet.FineTune.Tests.Models;
 public sealed class TextGeneratorTests
 {
     private static CausalLanguageModel Load(string fixture) =>
-        CausalModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", fixture));
+        ModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", fixture));
 
     [TestMethod]
     [DataRow("gpt2-tiny")]
@@ -75,7 +75,7 @@ public sealed class TextGeneratorTests
     public void StoriesGreedyReproducesTheReferenceAndStopsAtStrings()
     {
         var s = Stories();
-        using var model = CausalModelFactory.FromPretrainedCausalLM(s.Folder);
+        using var model = ModelFactory.FromPretrainedCausalLM(s.Folder);
         var tokenizer = HfTokenizer.FromFolder(s.Folder);
         var result = TextGenerator.Generate(model, [[s.Bos]], new GenerationOptions { MaxNewTokens = s.Greedy.Length - 1 }, [s.Eos])[0];
         var ours = new[] { s.Bos }.Concat(result.Tokens).ToArray();
@@ -136,7 +136,7 @@ public sealed class TextGeneratorTests
     public void SeededSamplingIsReproducibleAndColdSamplingIsGreedy()
     {
         var s = Stories();
-        using var model = CausalModelFactory.FromPretrainedCausalLM(s.Folder);
+        using var model = ModelFactory.FromPretrainedCausalLM(s.Folder);
         IReadOnlyList<long>[] prompts = [[s.Bos], [s.Bos, 403]];
         var sampling = new GenerationOptions { MaxNewTokens = 40, DoSample = true, Temperature = 1.0, TopK = 50, TopP = 0.95, Seed = 7 };
         var first = TextGenerator.Generate(model, prompts, sampling, [s.Eos]);

@@ -41,11 +41,11 @@ public sealed class CausalLMEstimator : FineTuningEstimator<CausalLMOptions, Cau
     /// before any row is read.</summary>
     private static void CheckCausalFolder(string folder)
     {
-        var config = Checkpoints.HfConfig.Load(folder);
-        if (!CausalModelFactory.SupportedCausalModelTypes.Contains(config.ModelType))
+        var type = ModelRegistry.ResolveModelType(Checkpoints.HfConfig.Load(folder));
+        if (!ModelFactory.SupportedCausalModelTypes.Contains(type))
             throw new NotSupportedException(
-                $"BaseModel folder {folder} holds a '{(config.ModelType == "" ? "(no model_type)" : config.ModelType)}' model, which is not a causal language model: " +
-                $"the causal LM task needs one of {string.Join(", ", CausalModelFactory.SupportedCausalModelTypes)}. " +
+                $"BaseModel folder {folder} holds a '{type}' model, which is not a causal language model: " +
+                $"the causal LM task needs one of {string.Join(", ", ModelFactory.SupportedCausalModelTypes)}. " +
                 "Encoders (BERT, RoBERTa, DistilBERT) fine-tune with TextClassificationOptions or QuestionAnsweringOptions.");
     }
 
@@ -58,7 +58,7 @@ public sealed class CausalLMEstimator : FineTuningEstimator<CausalLMOptions, Cau
         if (Options.ValidationSet is { } validationSet) columns.Check(validationSet.Schema, "validation data");
 
         var run = StartRun(channel);
-        var adapted = CreateModel(run, CausalModelFactory.CreateCausalLM, PeftTaskType.CausalLM);
+        var adapted = CreateModel(run, ModelFactory.CreateCausalLM, PeftTaskType.CausalLM);
         var model = new CausalLMModel(adapted, Options.Format, Options.MaxSequenceLength, Options.AppendEos);
 
         var rows = columns.Read(input, model.Featurizer, "training data");
@@ -106,7 +106,7 @@ public sealed class CausalLMEstimator : FineTuningEstimator<CausalLMOptions, Cau
         using var channel = StartChannel();
         var run = StartRun(channel);
         var method = MethodConfigs.ToPeftConfig(new LoraOptions { Rank = 1, Dropout = 0 }, PeftTaskType.CausalLM, run.BaseFolder);
-        var adapted = AdaptedModel.CreateForTraining(run.BaseFolder, CausalModelFactory.CreateCausalLM, method, run.BaseDType, run.Device, run.Log);
+        var adapted = AdaptedModel.CreateForTraining(run.BaseFolder, ModelFactory.CreateCausalLM, method, run.BaseDType, run.Device, run.Log);
         var model = new CausalLMModel(adapted, Options.Format, Options.MaxSequenceLength, Options.AppendEos);
         return new CausalLMTransformer(model, CausalLMTransformer.Settings.From(Options), history: null);
     }

@@ -100,7 +100,7 @@ public sealed class CausalLMTransformer : FineTunedTransformer
     private static CausalLMTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
     {
         var (settings, history, adapted) = LoadSaved<Settings, CausalLanguageModel>(env, ctx, GetVersionInfo(), SettingsPayload,
-            _ => CausalModelFactory.CreateCausalLM);
+            _ => ModelFactory.CreateCausalLM);
         return new CausalLMTransformer(new CausalLMModel(adapted, settings.Format, settings.MaxSequenceLength, settings.AppendEos), settings, history);
     }
 }

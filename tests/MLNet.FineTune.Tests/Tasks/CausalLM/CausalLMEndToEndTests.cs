@@ -220,7 +220,7 @@ public sealed class CausalLMEndToEndTests
         var trained = Logits(model.Model.Model);
 
         // 1. PEFT's loader path: a fresh base model plus the saved folder.
-        using var fresh = CausalModelFactory.FromPretrainedCausalLM(TinyCausalModels.Folder("llama-tiny"));
+        using var fresh = ModelFactory.FromPretrainedCausalLM(TinyCausalModels.Folder("llama-tiny"));
         PeftModel.LoadAdapter(fresh, saved);
         double peftError = (Logits(fresh) - trained).abs().max().item<float>();
         // 2. InitialAdapter: an estimator that starts from the saved adapter (cancelled before its first step).
@@ -389,9 +389,9 @@ public sealed class CausalLMEndToEndTests
             "'bert'", "not a causal language model", "TextClassificationOptions");
         var reviews = ml.Data.LoadFromEnumerable(new[] { new { Text = "good", Label = true }, new { Text = "bad", Label = false } });
         NamedErrors.Expect<NotSupportedException>(() => catalog.Lora(new TextClassificationOptions { BaseModel = TinyCausalModels.Folder("llama-tiny"), Epochs = 1 }).Fit(reviews),
-            "\"llama\"", "not supported for sequence classification");
+            "'llama' is a causal language model", "sequence classification needs an encoder");
         NamedErrors.Expect<NotSupportedException>(() => catalog.Lora(new QuestionAnsweringOptions { BaseModel = TinyCausalModels.Folder("gpt2-tiny"), Epochs = 1 })
             .Fit(ml.Data.LoadFromEnumerable(new[] { new { Id = "1", Title = "", Context = "Tom lives in Paris.", Question = "Where?", AnswerText = "Paris", AnswerStart = 13, IsImpossible = false } })),
-            "\"gpt2\"", "not supported for question answering");
+            "'gpt2' is a causal language model", "question answering needs an encoder");
     }
 }

@@ -55,7 +55,7 @@ public sealed class CausalLMLossTests
     [TestMethod]
     public void PromptTokensGetNoGradientAndTheirLabelsDoNotMatter()
     {
-        using var model = CausalModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", "llama-tiny"));
+        using var model = ModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", "llama-tiny"));
         model.train();
         long[] ids = [5, 17, 99, 230, 41, 8, 77, 300, 12, 13];
         const int promptLength = 6;
@@ -91,7 +91,7 @@ public sealed class CausalLMLossTests
     [TestMethod]
     public void EvaluationOverBatchesEqualsOneBatchAndIgnoresPadding()
     {
-        using var model = CausalModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", "gpt2-tiny"));
+        using var model = ModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", "gpt2-tiny"));
         CausalLMExample[] examples =
         [
             new([5, 17, 99, 230, 41], [5, 17, 99, 230, 41]),
