@@ -60,7 +60,7 @@ internal sealed class CausalTrainBenchmark : IBenchmark
         Console.WriteLine(MachineInfo.DescribeRun(loadBefore, MachineInfo.LoadAverage()));
         Console.WriteLine();
         Console.WriteLine($"LoRA r = {Rank}, alpha = {Alpha}, no dropout, on {string.Join(", ", Targets)}; rows of B x T random token ids, every token a target " +
-                          $"(transformers' causal LM loss); FineTuneTrainer defaults (AdamW lr {LearningRate}, weight decay 0.01, clipping at 1.0).");
+                          $"(transformers' causal LM loss); FineTuneTrainer defaults (AdamW lr {LearningRate} without warm-up, weight decay 0.01, clipping at 1.0).");
         Console.WriteLine();
         Console.WriteLine(Markdown.Table(
             ["model", "params", "base dtype", "trainable params", "batch x tokens", "steps", "ms/step (min..max)", "tokens/s", "GFLOP/s", "% of matmul peak", "load (1 min)"],
@@ -90,7 +90,7 @@ internal sealed class CausalTrainBenchmark : IBenchmark
         long parameters = model.parameters().Sum(p => p.numel());
         // The product's mixed-precision path: cast the base before injection, so the adapters stay float32.
         if (dtype != ScalarType.Float32) model.to(dtype);
-        var peft = PeftModel.Inject(model, new LoraConfig { Rank = Rank, Alpha = Alpha, Dropout = 0, TargetModules = Targets, TaskType = PeftTaskType.CausalLM });
+        var peft = PeftModel.Inject(model, new LoraOptions { Rank = Rank, Alpha = Alpha, Dropout = 0, TargetModules = Targets, TaskType = PeftTaskType.CausalLM });
         var trainable = ParameterGroups.FromGroups(model, peft.ParameterGroups());
 
         var random = new Random(1);
@@ -113,17 +113,18 @@ internal sealed class CausalTrainBenchmark : IBenchmark
                 return CausalLMLoss.MeanOverTargets(model.call(collated.Inputs), collated.Labels);
             },
             CountLossItems = batch => batch.Sum(i => (long)examples[i].TargetCount),
-            Options = new TrainerOptions
+            Options = new TrainingOptions
             {
                 BatchSize = shape.Batch,
                 MaxSteps = warmup + 10_000, // a cap only: the observer cancels after MeasuredTime
                 LearningRate = LearningRate,
-                EvaluationStrategy = EvaluationStrategy.None,
+                LengthBucketing = false,
+                WarmupRatio = 0,
                 Progress = new TrainBenchmark.StopAfter(warmup, MeasuredTime, MinMeasuredSteps, stop),
                 CancellationToken = stop.Token,
                 LoggingSteps = 5,
-                Log = message => Console.Error.WriteLine("  " + message),
             },
+            Log = message => Console.Error.WriteLine("  " + message),
         });
         var steps = result.History.Steps.Skip(warmup).Select(s => shape.Batch / s.ExamplesPerSecond).ToList();
         Console.Error.WriteLine($"  {result.History.Steps.Count} steps ({result.StopReason}), last loss {result.History.Steps[^1].Loss:F4}");

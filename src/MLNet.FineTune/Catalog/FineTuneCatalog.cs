@@ -28,6 +28,15 @@ public sealed class FineTuneCatalog
 
     // ---- Text classification ---------------------------------------------------------------------------------
 
+    /// <summary>Text classification with the method <paramref name="method"/> describes: any method's options
+    /// (<see cref="LoraOptions"/>, <see cref="DoraOptions"/>, <see cref="AdapterOptions"/>, <see cref="IA3Options"/>,
+    /// <see cref="FullFineTuneOptions"/>), e.g. one read from a file with <see cref="Peft.PeftConfigJson.Read"/>.</summary>
+    /// <param name="options">The task: columns, base model, training loop.</param>
+    /// <param name="method">The method and its settings.</param>
+    /// <exception cref="ArgumentException">No method reads these options, or a setting is invalid (named).</exception>
+    public TextClassificationEstimator TextClassification(TextClassificationOptions options, MethodOptions method) =>
+        new(Environment, options, method);
+
     /// <summary>Text classification with LoRA (Hu et al., 2021): low-rank updates of the attention (and optionally
     /// feed-forward) weights; the encoder stays frozen.</summary>
     /// <param name="options">The task: columns, base model, training loop.</param>
@@ -111,6 +120,14 @@ public sealed class FineTuneCatalog
 
     // ---- Question answering ----------------------------------------------------------------------------------
 
+    /// <summary>Extractive question answering with the method <paramref name="method"/> describes (any method's
+    /// options, as for <see cref="TextClassification"/>).</summary>
+    /// <param name="options">The task: columns, windows, answer limits, base model, training loop.</param>
+    /// <param name="method">The method and its settings.</param>
+    /// <exception cref="ArgumentException">No method reads these options, or a setting is invalid (named).</exception>
+    public QuestionAnsweringEstimator QuestionAnswering(QuestionAnsweringOptions options, MethodOptions method) =>
+        new(Environment, options, method);
+
     /// <summary>Extractive question answering (SQuAD v1.1/v2.0) with LoRA: low-rank updates of the encoder's linear
     /// layers plus a new span head (qa_outputs), trained on every window of every question as run_qa.py does.</summary>
     /// <param name="options">The task: columns, windows (MaxSequenceLength, DocStride), answer limits, base model, training loop.</param>
@@ -157,6 +174,14 @@ public sealed class FineTuneCatalog
             noAnswerScoreColumnName, version);
 
     // ---- Causal language modelling -----------------------------------------------------------------------------
+
+    /// <summary>Causal language modelling with the method <paramref name="method"/> describes (any method's options, as
+    /// for <see cref="TextClassification"/>).</summary>
+    /// <param name="options">The task: columns, base model (required), sequence length, generation, training loop.</param>
+    /// <param name="method">The method and its settings.</param>
+    /// <exception cref="ArgumentException">No method reads these options, or a setting is invalid (named).</exception>
+    public CausalLMEstimator CausalLM(CausalLMOptions options, MethodOptions method) =>
+        new(Environment, options, method);
 
     /// <summary>Causal language modelling (text, prompt/completion or conversations) with LoRA: low-rank updates of
     /// the decoder's linear layers (the family's default targets: q_proj, v_proj for Llama/Mistral/Qwen2, c_attn for

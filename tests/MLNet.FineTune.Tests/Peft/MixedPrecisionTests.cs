@@ -80,7 +80,7 @@ public sealed class MixedPrecisionTests
     public void ModelToDtypeAfterInjectionKeepsWrapperAndStateDictInStep()
     {
         var model = TinyClassifier.Create(1);
-        var peft = PeftModel.Inject(model, new LoraConfig { TargetModules = ["query"] });
+        var peft = PeftModel.Inject(model, new LoraOptions { Alpha = 8, Dropout = 0, TargetModules = ["query"] });
         model.to(ScalarType.BFloat16);
         var layer = peft.Layers["encoder.layer.0.query"];
         var state = model.state_dict();

@@ -4,7 +4,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using MLNet.FineTune.Training;
 using static TorchSharp.torch;
 
@@ -105,7 +105,7 @@ public sealed class CausalLMEstimator : FineTuningEstimator<CausalLMOptions, Cau
     {
         using var channel = StartChannel();
         var run = StartRun(channel);
-        var method = MethodConfigs.ToPeftConfig(new LoraOptions { Rank = 1, Dropout = 0 }, PeftTaskType.CausalLM, run.BaseFolder);
+        var method = new LoraOptions { Rank = 1, Dropout = 0, TaskType = PeftTaskType.CausalLM, BaseModelNameOrPath = run.BaseFolder };
         var adapted = AdaptedModel.CreateForTraining(run.BaseFolder, ModelFactory.CreateCausalLM, method, run.BaseDType, run.Device, run.Log);
         var model = new CausalLMModel(adapted, Options.Format, Options.MaxSequenceLength, Options.AppendEos);
         return new CausalLMTransformer(model, CausalLMTransformer.Settings.From(Options), history: null);

@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.FineTune.Models;
-using MLNet.FineTune.Tasks.Scoring;
+using MLNet.FineTune.FineTuning.Scoring;
 
 namespace MLNet.FineTune.Tasks.CausalLM;
 

@@ -3,8 +3,8 @@ using Microsoft.ML.Runtime;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Persistence;
 using MLNet.FineTune.Tasks.CausalLM;
-using MLNet.FineTune.Tasks.FineTuning;
-using MLNet.FineTune.Tasks.Scoring;
+using MLNet.FineTune.FineTuning;
+using MLNet.FineTune.FineTuning.Scoring;
 using MLNet.FineTune.Training;
 
 [assembly: LoadableClass(typeof(CausalLMTransformer), null, typeof(SignatureLoadModel),

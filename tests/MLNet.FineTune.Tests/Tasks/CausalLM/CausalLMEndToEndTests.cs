@@ -97,6 +97,7 @@ public sealed class CausalLMEndToEndTests
     }
 
     [TestMethod]
+    [DataRow("any method's options", "llama-tiny")]
     [DataRow("lora", "llama-tiny")]
     [DataRow("dora", "llama-tiny")]
     [DataRow("adapters", "llama-tiny")]
@@ -128,7 +129,8 @@ public sealed class CausalLMEndToEndTests
             "dora" => catalog.Dora(options),
             "adapters" => catalog.Adapters(options),
             "ia3" => catalog.IA3(options),
-            _ => catalog.FullFineTune(options),
+            "full" => catalog.FullFineTune(options),
+            _ => catalog.CausalLM(options, new LoraOptions { Rank = 2, TargetModules = ["o_proj"] }),
         };
         var before = catalog.EvaluateCausalLM(data, catalog.PretrainedCausalLM(options));
         var model = estimator.Fit(data);
@@ -137,6 +139,7 @@ public sealed class CausalLMEndToEndTests
         Console.WriteLine($"{fixture} {method}: {model.TrainableParameters}; loss {before.MeanTokenLoss:F4} -> {after.MeanTokenLoss:F4}; 'Tom the cat' -> '{generated[0]}'");
         Assert.IsTrue(after.MeanTokenLoss < before.MeanTokenLoss, $"{fixture} {method}: two epochs lower the training loss");
         Assert.AreEqual(method == "full", model.TrainableParameters.Trainable == model.TrainableParameters.Total);
+        if (method == "any method's options") Assert.IsTrue(model.Model.Adapted.Peft.Layers.Keys.All(k => k.EndsWith("o_proj", StringComparison.Ordinal)));
     }
 
     [TestMethod]
@@ -202,7 +205,7 @@ public sealed class CausalLMEndToEndTests
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(QuestionAnswers);
         var fixtureAdapter = Path.Combine(TestPaths.Fixture("hf-reference", "llama-tiny"), "adapter");
-        var fixtureConfig = (LoraConfig)PeftConfigJson.Read(fixtureAdapter);
+        var fixtureConfig = (LoraOptions)PeftConfigJson.Read(fixtureAdapter);
         // The committed PEFT adapter's targets and rank: our file must have PEFT's key names for the same layers.
         var lora = new LoraOptions { Rank = fixtureConfig.Rank, Alpha = fixtureConfig.Alpha, Dropout = 0, TargetModules = fixtureConfig.TargetModules!.ToArray() };
         var model = ml.FineTune().Lora(PromptOptions(epochs: 2), lora).Fit(data);
