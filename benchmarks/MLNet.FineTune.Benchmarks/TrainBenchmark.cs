@@ -202,7 +202,7 @@ internal sealed class TrainBenchmark : IBenchmark
 
     /// <summary>Progress observer (synchronous, unlike <see cref="Progress{T}"/>): cancels training once the steps after
     /// the warm-up have taken <c>time</c> and there are at least <c>minSteps</c> of them.</summary>
-    private sealed class StopAfter(int warmupSteps, TimeSpan time, int minSteps, CancellationTokenSource stop) : IProgress<TrainingProgress>
+    internal sealed class StopAfter(int warmupSteps, TimeSpan time, int minSteps, CancellationTokenSource stop) : IProgress<TrainingProgress>
     {
         private long _start;
 

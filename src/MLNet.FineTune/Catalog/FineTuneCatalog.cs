@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
+using MLNet.FineTune.Tasks.CausalLM;
 using MLNet.FineTune.Tasks.QuestionAnswering;
 using MLNet.FineTune.Tasks.TextClassification;
 
@@ -171,4 +172,55 @@ public sealed class FineTuneCatalog
         SquadVersion version = SquadVersion.Auto) =>
         QuestionAnsweringEvaluation.Evaluate(data, idColumnName, allAnswersColumnName, isImpossibleColumnName, predictedAnswerColumnName,
             noAnswerScoreColumnName, version);
+
+    // ---- Causal language modelling -----------------------------------------------------------------------------
+
+    /// <summary>Causal language modelling with the method <paramref name="method"/> describes (any method's options, as
+    /// for <see cref="TextClassification"/>).</summary>
+    /// <param name="options">The task: columns, base model (required), sequence length, generation, training loop.</param>
+    /// <param name="method">The method and its settings.</param>
+    /// <exception cref="ArgumentException">No method reads these options, or a setting is invalid (named).</exception>
+    public CausalLMEstimator CausalLM(CausalLMOptions options, MethodOptions method) =>
+        new(Environment, options, method);
+
+    /// <summary>Causal language modelling (text, prompt/completion or conversations) with LoRA: low-rank updates of
+    /// the decoder's linear layers (the family's default targets: q_proj, v_proj for Llama/Mistral/Qwen2, c_attn for
+    /// GPT-2); the transformer generates text.</summary>
+    /// <param name="options">The task: columns, base model (required), sequence length, generation, training loop.</param>
+    /// <param name="lora">LoRA's settings; null uses the defaults (r 8, alpha 16, dropout 0.1, the family's targets).</param>
+    public CausalLMEstimator Lora(CausalLMOptions options, LoraOptions? lora = null) =>
+        new(Environment, options, lora ?? new LoraOptions());
+
+    /// <summary>Causal language modelling with DoRA (Liu et al., 2024).</summary>
+    public CausalLMEstimator Dora(CausalLMOptions options, DoraOptions? dora = null) =>
+        new(Environment, options, dora ?? new DoraOptions());
+
+    /// <summary>Causal language modelling with bottleneck adapters (Houlsby et al., 2019; Pfeiffer et al., 2020).</summary>
+    public CausalLMEstimator Adapters(CausalLMOptions options, AdapterOptions? adapters = null) =>
+        new(Environment, options, adapters ?? new AdapterOptions());
+
+    /// <summary>Causal language modelling with IA3 (Liu et al., 2022).</summary>
+    public CausalLMEstimator IA3(CausalLMOptions options, IA3Options? ia3 = null) =>
+        new(Environment, options, ia3 ?? new IA3Options());
+
+    /// <summary>Causal language modelling by full fine-tuning (every weight trains): the baseline.</summary>
+    public CausalLMEstimator FullFineTune(CausalLMOptions options, FullFineTuneOptions? full = null) =>
+        new(Environment, options, full ?? new FullFineTuneOptions());
+
+    /// <summary>The base model of <paramref name="options"/> as it is, untrained, as a <see cref="CausalLMTransformer"/>:
+    /// generate with it or evaluate it (e.g. the perplexity before fine-tuning) with the options' columns and generation.</summary>
+    public CausalLMTransformer PretrainedCausalLM(CausalLMOptions options) =>
+        new CausalLMEstimator(Environment, options, new FullFineTuneOptions()).Pretrained();
+
+    /// <summary>
+    /// Mean token loss, perplexity and token accuracy of a causal LM on a data set with the columns it was trained on,
+    /// over the same target tokens as training (completion tokens of prompt/completion rows, every token of text and
+    /// conversations), averaged over tokens, not rows.
+    /// </summary>
+    /// <param name="data">Rows with the model's text, prompt and completion, or messages columns.</param>
+    /// <param name="model">A fitted (or <see cref="PretrainedCausalLM"/>) transformer.</param>
+    /// <param name="batchSize">Rows per forward; null uses the options' ScoringBatchSize.</param>
+    /// <exception cref="ArgumentOutOfRangeException">A column is missing or not text (the message names it).</exception>
+    public CausalLMMetrics EvaluateCausalLM(IDataView data, CausalLMTransformer model, int? batchSize = null) =>
+        CausalLMEvaluation.Evaluate(data, model, batchSize);
 }

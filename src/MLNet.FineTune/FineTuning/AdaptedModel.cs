@@ -41,6 +41,13 @@ internal sealed class AdaptedModel
     public PeftModel Peft { get; }
 
     public HfTokenizer Tokenizer { get; }
+
+    /// <summary>The base model's chat template (from its tokenizer files), or null when it has none.</summary>
+    public ChatTemplate? ChatTemplate => (_chatTemplate ??= new Lazy<ChatTemplate?>(() => Tokenization.ChatTemplate.TryFromFiles(
+        name => _tokenizerFiles.TryGetValue(name, out var bytes) ? System.Text.Encoding.UTF8.GetString(bytes) : null,
+        BaseFolder ?? "the base model's tokenizer files"))).Value;
+    private Lazy<ChatTemplate?>? _chatTemplate;
+
     public HfConfig Config { get; }
     public Device Device { get; }
 
@@ -101,7 +108,8 @@ internal sealed class AdaptedModel
     /// the run fingerprint every checkpoint records, so that resuming from another run's checkpoint fails naming what
     /// differs.</summary>
     public TrainingResult Train(FineTuneOptions options, MethodOptions method, ResolvedTraining resolved, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Action<string> log, IProgress<TrainingProgress> progress)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Action<string> log, IProgress<TrainingProgress> progress,
+        Func<IReadOnlyList<int>, long>? countLossItems = null)
     {
         // The base is hashed now, before it is trained on, when model.zip (by reference) or a checkpoint will record it.
         bool checkpoints = options.CheckpointDirectory is not null || options.ResumeFromCheckpoint is not null;
@@ -117,6 +125,7 @@ internal sealed class AdaptedModel
                 ExampleCount = exampleLengths.Count,
                 ExampleLengths = exampleLengths,
                 ComputeLoss = computeLoss,
+                CountLossItems = countLossItems,
                 Evaluate = evaluate is null ? null : () => { Model.eval(); try { return evaluate(); } finally { Model.train(); } },
                 RunFingerprint = checkpoints ? RunFingerprint(taskSettings) : null,
                 Options = options,

@@ -105,14 +105,17 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// checkpoints record them, so a resume with other settings is refused.</param>
     /// <param name="describeExamples">Names a batch's examples in the user's terms (e.g. "training rows 3, 17"), for the
     /// error when a step's loss is not finite.</param>
+    /// <param name="countLossItems">How many items a batch's mean loss averages over (target tokens for causal LMs), so
+    /// accumulated micro-batches are weighted by them; null counts examples.</param>
     private protected TrainingResult Train(FineTuningRun run, AdaptedModel adapted, IReadOnlyList<int> exampleLengths,
-        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Func<IReadOnlyList<int>, string> describeExamples)
+        Func<IReadOnlyList<int>, Tensor> computeLoss, Func<EvaluationResult>? evaluate, string taskSettings, Func<IReadOnlyList<int>, string> describeExamples,
+        Func<IReadOnlyList<int>, long>? countLossItems = null)
     {
         using var progress = new TrainingProgressChannel(_host, _activity, Options.Progress);
         TrainingResult result;
         try
         {
-            result = adapted.Train(Options, Method, run.Resolved, exampleLengths, computeLoss, evaluate, taskSettings, run.Log, progress);
+            result = adapted.Train(Options, Method, run.Resolved, exampleLengths, computeLoss, evaluate, taskSettings, run.Log, progress, countLossItems);
         }
         catch (NonFiniteLossException e)
         {

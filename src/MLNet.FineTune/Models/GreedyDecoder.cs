@@ -5,6 +5,7 @@ namespace MLNet.FineTune.Models;
 /// <summary>
 /// Greedy decoding (argmax at every step), as transformers' <c>generate(do_sample=False)</c>: prompts are left-padded
 /// into one batch, positions come from the mask, and a <see cref="KvCache"/> makes each step feed one token.
+/// A shorthand for <see cref="TextGenerator"/> with default <see cref="GenerationOptions"/> that returns prompt + continuation.
 /// </summary>
 internal static class GreedyDecoder
 {
@@ -25,51 +26,9 @@ internal static class GreedyDecoder
     public static long[][] Generate(CausalLanguageModel model, IReadOnlyList<IReadOnlyList<long>> prompts, int maxNewTokens,
         IReadOnlyCollection<long>? eosTokenIds = null, long padTokenId = 0, bool useCache = true)
     {
-        ArgumentNullException.ThrowIfNull(model);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
-        if (prompts.Count == 0) throw new ArgumentException("No prompts to continue.", nameof(prompts));
-        for (int r = 0; r < prompts.Count; r++)
-            if (prompts[r].Count == 0) throw new ArgumentException($"Prompt {r} is empty: greedy decoding needs at least one token (e.g. BOS).", nameof(prompts));
-
-        var device = model.parameters().First().device;
-        var rows = prompts.Select(p => p.ToList()).ToArray();
-        var finished = new bool[rows.Length];
-        int promptWidth = rows.Max(r => r.Count);
-        // Every row of the running batch has the same width: left padding, then prompt, then one token per step.
-        var batchTokens = rows.Select(r => Enumerable.Repeat(padTokenId, promptWidth - r.Count).Concat(r).ToList()).ToArray();
-        var batchMask = rows.Select(r => Enumerable.Repeat(0L, promptWidth - r.Count).Concat(Enumerable.Repeat(1L, r.Count)).ToList()).ToArray();
-        var stop = eosTokenIds is null ? new HashSet<long>() : eosTokenIds.ToHashSet();
-
-        bool wasTraining = model.training;
-        model.eval();
-        using var cache = useCache ? model.CreateCache() : null;
-        try
-        {
-            using var noGrad = no_grad();
-            for (int step = 0; step < maxNewTokens && !finished.All(f => f); step++)
-            {
-                using var scope = NewDisposeScope();
-                int width = batchTokens[0].Count;
-                int fed = cache is null || step == 0 ? width : 1;      // with a cache, only the newest token after step 0
-                var ids = tensor(batchTokens.SelectMany(t => t.Skip(width - fed)).ToArray(), [rows.Length, fed], device: device);
-                var mask = tensor(batchMask.SelectMany(m => m).ToArray(), [rows.Length, width], device: device);
-                var logits = model.call(new CausalLMInputs(ids, mask, cache));                      // (B, fed, V)
-                var next = logits.select(1, fed - 1).argmax(-1).to(CPU).data<long>().ToArray();     // (B)
-                for (int r = 0; r < rows.Length; r++)
-                {
-                    long token = finished[r] ? padTokenId : next[r];
-                    batchTokens[r].Add(token);
-                    batchMask[r].Add(1);   // transformers keeps attending to tokens after a row's end; they never matter
-                    if (finished[r]) continue;
-                    rows[r].Add(token);
-                    finished[r] = stop.Contains(token);
-                }
-            }
-        }
-        finally
-        {
-            if (wasTraining) model.train();
-        }
-        return rows.Select(r => r.ToArray()).ToArray();
+        var options = new GenerationOptions { MaxNewTokens = maxNewTokens, BatchSize = Math.Max(1, prompts.Count) };
+        var generated = TextGenerator.Generate(model, prompts, options, eosTokenIds, padTokenId, useCache: useCache);
+        return prompts.Select((p, r) => p.Concat(generated[r].Tokens).ToArray()).ToArray();
     }
 }

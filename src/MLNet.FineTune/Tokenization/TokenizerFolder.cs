@@ -17,19 +17,30 @@ internal sealed class TokenizerFolder
 
     /// <summary>Every file a tokenizer may be built from (a folder holds some of them): what model.zip carries.</summary>
     public static readonly IReadOnlyList<string> FileNames =
-        [TokenizerJson, TokenizerConfigJson, VocabTxt, SentencePieceModel, SpecialTokensMapJson, "vocab.json", "merges.txt", "added_tokens.json"];
+        [TokenizerJson, TokenizerConfigJson, VocabTxt, SentencePieceModel, SpecialTokensMapJson, "vocab.json", "merges.txt", "added_tokens.json",
+         ChatTemplate.ChatTemplateFile];
 
     private readonly JsonElement? _tokenizerConfig;
     private readonly JsonElement? _specialTokensMap;
     private readonly JsonElement? _config;
 
     public TokenizerFolder(string folder)
+        : this(file => File.Exists(Path.Combine(folder, file)) ? File.ReadAllText(Path.Combine(folder, file)) : null, folder)
+    {
+    }
+
+    /// <summary>Settings read through <paramref name="readFile"/> (the text of a file by name, or null when absent),
+    /// e.g. from files kept in model.zip; <paramref name="folder"/> names them in errors.</summary>
+    public TokenizerFolder(Func<string, string?> readFile, string folder)
     {
         Folder = folder;
+        _readFile = readFile;
         _tokenizerConfig = ReadJson(TokenizerConfigJson);
         _specialTokensMap = ReadJson(SpecialTokensMapJson);
         _config = ReadJson(ConfigJson);
     }
+
+    private readonly Func<string, string?> _readFile;
 
     public string Folder { get; }
 
@@ -93,10 +104,10 @@ internal sealed class TokenizerFolder
     private JsonElement? ReadJson(string file)
     {
         var path = PathOf(file);
-        if (!File.Exists(path)) return null;
+        if (_readFile(file) is not { } text) return null;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            using var doc = JsonDocument.Parse(text, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
             return doc.RootElement.Clone();
         }
         catch (JsonException ex)
