@@ -101,7 +101,7 @@ static int Run(CommandLine cl)
     var model = RetrainModel(mlContext, train, settings);
     double trainSeconds = clock.Elapsed.TotalSeconds;
     int epochsRun = model.TrainingHistory?.Steps.Select(s => s.Epoch).DefaultIfEmpty(settings.Epochs).Max() ?? settings.Epochs;
-    long tokens = CountTokens(modelFolder, trainRows, shape) * epochsRun;
+    long tokens = CountTokens(pretrained, trainRows, shape) * epochsRun;
     double tokensPerSecond = tokens / trainSeconds;
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Trained in {trainSeconds:F1} s ({tokensPerSecond:F0} tokens/s end to end, {tokens} tokens); {model.TrainableParameters}"));
 
@@ -182,11 +182,8 @@ static IDataView OriginalDomain(MLContext mlContext, CausalLMTransformer pretrai
 }
 
 // Tokens one epoch feeds the model (BOS/EOS as the tokenizer adds them), for tokens per second.
-static long CountTokens(string modelFolder, IReadOnlyList<ModelInput> rows, DataShape shape)
-{
-    var tokenizer = HfTokenizer.FromFolder(modelFolder);
-    return rows.Sum(r => (long)tokenizer.Encode(shape == DataShape.Text ? r.Text : r.Prompt + r.Completion).Ids.Count + 1);
-}
+static long CountTokens(CausalLMTransformer model, IReadOnlyList<ModelInput> rows, DataShape shape) =>
+    rows.Sum(r => (long)model.CountTokens(shape == DataShape.Text ? r.Text : r.Prompt + r.Completion) + 1);
 
 partial class Program
 {

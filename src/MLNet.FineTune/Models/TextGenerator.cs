@@ -74,7 +74,7 @@ public sealed record GenerationOptions
 }
 
 /// <summary>Why a row stopped growing.</summary>
-public enum GenerationStopReason
+internal enum GenerationStopReason
 {
     /// <summary>It reached <see cref="GenerationOptions.MaxNewTokens"/>.</summary>
     MaxNewTokens,
@@ -89,7 +89,7 @@ public enum GenerationStopReason
 /// <param name="StopReason">Why generation ended for this row.</param>
 /// <param name="StopStringEnd">With <see cref="GenerationStopReason.StopString"/>: the length of the decoded
 /// continuation up to and including the stop string (the text to keep); otherwise null.</param>
-public sealed record GeneratedSequence(long[] Tokens, GenerationStopReason StopReason, int? StopStringEnd = null);
+internal sealed record GeneratedSequence(long[] Tokens, GenerationStopReason StopReason, int? StopStringEnd = null);
 
 /// <summary>
 /// Generation for causal language models, as transformers' <c>generate</c>: prompts left-padded into batches
@@ -97,7 +97,7 @@ public sealed record GeneratedSequence(long[] Tokens, GenerationStopReason StopR
 /// logits processors (repetition penalty) then warpers (temperature, top-k, top-p) in transformers' order, and
 /// greedy or seeded sampling.
 /// </summary>
-public static class TextGenerator
+internal static class TextGenerator
 {
     /// <summary>Continues each prompt.</summary>
     /// <param name="model">The model; put in evaluation mode for the call and restored afterwards.</param>

@@ -17,7 +17,7 @@ public sealed record ChatMessage(string Role, string Content);
 /// The rendered text already holds the template's special tokens: encode it without adding special tokens again,
 /// as transformers does (<c>add_special_tokens=False</c> inside apply_chat_template).
 /// </remarks>
-public sealed class ChatTemplate
+internal sealed class ChatTemplate
 {
     private static readonly string[] SpecialTokenKeys =
         ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];

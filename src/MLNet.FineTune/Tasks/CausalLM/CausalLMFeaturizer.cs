@@ -7,7 +7,7 @@ namespace MLNet.FineTune.Tasks.CausalLM;
 /// scored against label t + 1, as in transformers.</summary>
 /// <param name="InputIds">Token ids.</param>
 /// <param name="Labels">Same length: the token id, or -100 (prompt tokens, packing boundaries).</param>
-public sealed record CausalLMExample(long[] InputIds, long[] Labels)
+internal sealed record CausalLMExample(long[] InputIds, long[] Labels)
 {
     /// <summary>Tokens whose prediction is scored: labels other than -100 after the first position.</summary>
     public int TargetCount
@@ -45,7 +45,7 @@ public enum CausalLMDataFormat
 /// </list>
 /// Rows longer than the maximum are cut at the end (a prompt that leaves no room for its completion is an error).
 /// </summary>
-public sealed class CausalLMFeaturizer
+internal sealed class CausalLMFeaturizer
 {
     private readonly HfTokenizer _tokenizer;
     private readonly ChatTemplate? _template;

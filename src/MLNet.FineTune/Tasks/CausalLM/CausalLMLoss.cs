@@ -13,7 +13,7 @@ namespace MLNet.FineTune.Tasks.CausalLM;
 /// report <see cref="CountTargets"/> through <c>TrainingSetup.CountLossItems</c> so the loop weights each micro-batch
 /// by its targets (transformers' <c>num_items_in_batch</c>).
 /// </remarks>
-public static class CausalLMLoss
+internal static class CausalLMLoss
 {
     /// <summary>The label that takes no loss (PyTorch's cross_entropy ignore_index default).</summary>
     public const long IgnoreIndex = -100;
@@ -59,7 +59,7 @@ public static class CausalLMLoss
 /// <summary>A right-padded batch of <see cref="CausalLMExample"/>s: model inputs and labels (padding labelled -100).</summary>
 /// <param name="Inputs">Token ids (B, T) padded with the pad id, and the attention mask.</param>
 /// <param name="Labels">(B, T) int64, -100 on padding.</param>
-public sealed record CausalLMBatch(CausalLMInputs Inputs, Tensor Labels)
+internal sealed record CausalLMBatch(CausalLMInputs Inputs, Tensor Labels)
 {
     /// <summary>Collates examples with dynamic padding to the longest row.</summary>
     /// <param name="examples">The rows.</param>

@@ -16,7 +16,7 @@ public sealed record CausalLMMetrics(double MeanTokenLoss, double Perplexity, do
 
 /// <summary>Sums losses and correct predictions over batches, then gives the metrics of the whole set (a mean over
 /// tokens, not a mean of batch means).</summary>
-public sealed class CausalLMMetricsAccumulator
+internal sealed class CausalLMMetricsAccumulator
 {
     private double _lossSum;
     private long _correct;
@@ -45,7 +45,7 @@ public sealed class CausalLMMetricsAccumulator
 }
 
 /// <summary>Scores examples with a model in evaluation mode, batch by batch.</summary>
-public static class CausalLMEvaluation
+internal static class CausalLMEvaluation
 {
     /// <summary>The metrics of a transformer on a data set with the columns it was trained on.</summary>
     internal static CausalLMMetrics Evaluate(IDataView data, CausalLMTransformer model, int? batchSize)

@@ -80,6 +80,14 @@ public sealed class CausalLMTransformer : FineTunedTransformer
         return inputs.Count == 0 ? [] : _model.Generate(inputs, Generation, i => $"Input {i}").Select(g => g.Text).ToArray();
     }
 
+    /// <summary>How many tokens the model's tokenizer makes of <paramref name="text"/> (with the special tokens it adds,
+    /// e.g. BOS, when <paramref name="addSpecialTokens"/>): for token budgets and throughput.</summary>
+    public int CountTokens(string text, bool addSpecialTokens = true)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return _model.Tokenizer.Encode(text, addSpecialTokens).Ids.Count;
+    }
+
     internal CausalLMModel Model => _model;
     internal Settings SavedSettings => _settings;
 
