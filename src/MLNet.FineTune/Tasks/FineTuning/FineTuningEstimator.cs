@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using MLNet.FineTune.Checkpoints;
+using MLNet.FineTune.Hub;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
 using MLNet.FineTune.Runtime;
@@ -55,6 +56,10 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// <inheritdoc/>
     public abstract SchemaShape GetOutputSchema(SchemaShape inputSchema);
 
+    /// <summary>Files a task keeps beside a saved adapter (e.g. a classifier's labels), fetched with an
+    /// <see cref="FineTuneOptions.InitialAdapter"/> given as a hub id.</summary>
+    private protected virtual IReadOnlyList<string> InitialAdapterTaskFiles => [];
+
     /// <summary>Starts the log channel of one Fit (MLContext.Log shows its messages).</summary>
     private protected IChannel StartChannel() => _host.Start(_activity);
 
@@ -65,13 +70,19 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// </summary>
     private protected FineTuningRun StartRun(IChannel channel)
     {
-        var baseFolder = Options.BaseModel ?? DefaultModels.MiniLM();
+        var downloads = new HubDownloadLog(channel.Info);
+        var baseFolder = Options.BaseModel is { } baseModel
+            ? HuggingFaceHub.Resolve(baseModel, HuggingFaceHub.RepoKind.Model, [], Options.Hub, downloads, channel.Info, Options.CancellationToken)
+            : DefaultModels.MiniLM();
+        var initialAdapter = Options.InitialAdapter is { } adapter
+            ? HuggingFaceHub.Resolve(adapter, HuggingFaceHub.RepoKind.Adapter, InitialAdapterTaskFiles, Options.Hub, downloads, channel.Info, Options.CancellationToken)
+            : null;
         var internals = _env as IHostEnvironmentInternal;
         var device = ComputeDevice.Select(internals?.GpuDeviceId, internals?.FallbackToCpu ?? false);
         var baseDType = PrecisionChoice.BaseDType(Options.Precision, device);
         int seed = Options.Seed ?? internals?.Seed ?? 42;
         manual_seed(seed);
-        return new FineTuningRun(baseFolder, device, baseDType, seed, channel.Info);
+        return new FineTuningRun(baseFolder, initialAdapter, device, baseDType, seed, channel.Info);
     }
 
     /// <summary>
@@ -86,9 +97,9 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
         where TModel : nn.Module, IPretrainedModel
     {
         var method = MethodConfigs.ToPeftConfig(Method, peftTaskType, run.BaseFolder);
-        if (Options.InitialAdapter is { } adapter) InitialAdapterMethod.Check(adapter, method);
+        if (run.InitialAdapter is { } adapter) InitialAdapterMethod.Check(adapter, method);
         return AdaptedModel.CreateForTraining(run.BaseFolder, config => createTaskModel(ModelDropout.Override(config, Options.Dropout)),
-            method, run.BaseDType, run.Device, run.Log, Options.InitialAdapter);
+            method, run.BaseDType, run.Device, run.Log, run.InitialAdapter);
     }
 
     /// <summary>
@@ -207,12 +218,14 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
         if (o.TrainingPlotPath is { } plot) CheckPlotPath(plot);
         if (o.Dropout is { } dropout && !(dropout >= 0 && dropout < 1))
             throw new ArgumentOutOfRangeException(nameof(o.Dropout), o.Dropout, "Dropout must be in [0, 1), or null to keep the base model's.");
-        if (o.InitialAdapter is { } adapter && !File.Exists(Path.Combine(adapter, PeftConfigJson.FileName)))
-            throw new FileNotFoundException($"InitialAdapter folder {adapter} has no adapter_config.json (expected a folder written by SaveAdapter or by PEFT's save_pretrained).");
-        if (o.BaseModel is { } folder && !Directory.Exists(folder))
-            throw new DirectoryNotFoundException($"BaseModel folder not found: {folder}. Give a Hugging Face model folder (config.json, model.safetensors, tokenizer files), or null for the default MiniLM.");
+        // An id ("org/name") is resolved when Fit starts; a folder is checked now.
+        if (o.InitialAdapter is { } adapter && !HuggingFaceHub.IsModelId(adapter) && !File.Exists(Path.Combine(adapter, PeftConfigJson.FileName)))
+            throw new FileNotFoundException($"InitialAdapter folder {adapter} has no adapter_config.json (expected a folder written by SaveAdapter or by PEFT's save_pretrained, or a Hugging Face id 'org/name').");
+        if (o.BaseModel is { } folder && !Directory.Exists(folder) && !HuggingFaceHub.IsModelId(folder))
+            throw new DirectoryNotFoundException($"BaseModel folder not found: {folder}. Give a Hugging Face model folder (config.json, model.safetensors, tokenizer files), a Hugging Face id ('org/name' or 'org/name@revision'), or null for the default MiniLM.");
     }
 }
 
-/// <summary>One Fit's choices: the base folder, device, dtype of the frozen base and seed; and its log.</summary>
-internal sealed record FineTuningRun(string BaseFolder, Device Device, ScalarType BaseDType, int Seed, Action<string> Log);
+/// <summary>One Fit's choices: the base folder and initial adapter folder (ids resolved to cache snapshots), device,
+/// dtype of the frozen base and seed; and its log.</summary>
+internal sealed record FineTuningRun(string BaseFolder, string? InitialAdapter, Device Device, ScalarType BaseDType, int Seed, Action<string> Log);
