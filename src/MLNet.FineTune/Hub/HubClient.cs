@@ -82,7 +82,9 @@ internal sealed partial class HubClient(string endpoint, string? token, Action<s
             {
                 if (await ReceiveAsync(metadata, incomplete, have, repoId, file, progress, ct).ConfigureAwait(false)) break;
             }
-            catch (Exception e) when (e is IOException or HttpRequestException && e is not HubException && attempt < MaxDownloadAttempts && !ct.IsCancellationRequested)
+            // A broken-off body or a failed reconnect; a refusal (HubException other than unreachable) is final.
+            catch (Exception e) when ((e is IOException or HttpRequestException) && (e is not HubException || e is HubUnreachableException)
+                                      && attempt < MaxDownloadAttempts && !ct.IsCancellationRequested)
             {
                 log?.Invoke($"Download of {repoId}/{file} broke off at {new FileInfo(incomplete).Length} bytes ({e.Message}); resuming (attempt {attempt + 1} of {MaxDownloadAttempts}).");
             }
