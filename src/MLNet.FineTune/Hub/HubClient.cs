@@ -210,7 +210,7 @@ internal sealed partial class HubClient(string endpoint, string? token, Action<s
         return errorCode switch
         {
             "GatedRepo" => new HubException($"{repoId} is a gated repository: accept its terms at {page} while logged in, then set HF_TOKEN. {tokenAdvice} (HTTP {status} for {file})"),
-            "RepoNotFound" => new HubException($"'{repoId}' is not a local folder, and no repository of that id was found at {endpoint} (HTTP {status}): check the path or the id; if the repository is private: {tokenAdvice}"),
+            "RepoNotFound" => new HubException($"'{repoId}' is not a local folder, and the repository was not found at {endpoint} (HTTP {status}): check the path or the id; if the repository is private: {tokenAdvice}"),
             "RevisionNotFound" => new HubException($"Revision '{revision}' does not exist in {repoId} (HTTP {status}): give a branch, tag or commit hash after '@'."),
             _ when status is 401 or 403 => new HubException($"Access to {repoId} was refused (HTTP {status} for {file}): it is gated or private. {tokenAdvice}"),
             _ => new HubException($"The hub answered HTTP {status} {response.ReasonPhrase} for {file} of {repoId}."),

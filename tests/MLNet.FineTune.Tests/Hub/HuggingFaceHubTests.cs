@@ -255,6 +255,7 @@ public sealed class HuggingFaceHubTests
         var repo = Assert.ThrowsExactly<HubException>(() => HuggingFaceHub.ResolveModel("nobody/nothing", Options()));
         StringAssert.Contains(repo.Message, "nobody/nothing");
         StringAssert.Contains(repo.Message, "not found");
+        StringAssert.Contains(repo.Message, "not a local folder");
         _server.AddRepo(RepoId).Commit(_files);
         var revision = Assert.ThrowsExactly<HubException>(() => HuggingFaceHub.ResolveModel(RepoId + "@v9", Options()));
         StringAssert.Contains(revision.Message, "'v9'");
