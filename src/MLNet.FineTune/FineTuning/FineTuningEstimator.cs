@@ -1,6 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using MLNet.FineTune.Checkpoints;
+using MLNet.FineTune.Hub;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
 using MLNet.FineTune.Runtime;
@@ -55,24 +56,34 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     /// <inheritdoc/>
     public abstract SchemaShape GetOutputSchema(SchemaShape inputSchema);
 
+    /// <summary>Files a task keeps beside a saved adapter (e.g. a classifier's labels), fetched with an
+    /// <see cref="FineTuneOptions.InitialAdapter"/> given as a hub id.</summary>
+    private protected virtual IReadOnlyList<string> InitialAdapterTaskFiles => [];
+
     /// <summary>Starts the log channel of one Fit (MLContext.Log shows its messages).</summary>
     private protected IChannel StartChannel() => _host.Start(_activity);
 
     /// <summary>
-    /// Decides once where and how this Fit trains: the base folder (the default MiniLM when none is given), the device
-    /// (the MLContext's GPU choice), the frozen base's dtype (<see cref="FineTuneOptions.Precision"/>), the seed
+    /// Decides once where and how this Fit trains: the base folder and initial adapter (hub ids resolved through the
+    /// cache; the default MiniLM when no base is given), the device (the MLContext's GPU choice), the frozen base's dtype (<see cref="FineTuneOptions.Precision"/>), the seed
     /// (the options', else the MLContext's) and the peak learning rate (the options', else the method's default), and
     /// seeds TorchSharp so a new head and a new adapter start reproducibly.
     /// </summary>
     private protected FineTuningRun StartRun(IChannel channel)
     {
-        var baseFolder = Options.BaseModel ?? DefaultModels.MiniLM();
+        var downloads = new HubDownloadLog(channel.Info);
+        var baseFolder = Options.BaseModel is { } baseModel
+            ? HuggingFaceHub.Resolve(baseModel, HuggingFaceHub.RepoKind.Model, [], Options.Hub, downloads, channel.Info, Options.CancellationToken)
+            : DefaultModels.MiniLM();
+        var initialAdapter = Options.InitialAdapter is { } adapter
+            ? HuggingFaceHub.Resolve(adapter, HuggingFaceHub.RepoKind.Adapter, InitialAdapterTaskFiles, Options.Hub, downloads, channel.Info, Options.CancellationToken)
+            : null;
         var internals = _env as IHostEnvironmentInternal;
         var device = ComputeDevice.Select(internals?.GpuDeviceId, internals?.FallbackToCpu ?? false);
         var baseDType = PrecisionChoice.BaseDType(Options.Precision, device);
         var resolved = ResolvedTraining.From(Options, PeftMethods.For(Method).DefaultLearningRate, internals?.Seed ?? ResolvedTraining.DefaultSeed);
         manual_seed(resolved.Seed);
-        return new FineTuningRun(baseFolder, device, baseDType, resolved, channel.Info);
+        return new FineTuningRun(baseFolder, initialAdapter, device, baseDType, resolved, channel.Info);
     }
 
     /// <summary>
@@ -87,9 +98,9 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
         where TModel : nn.Module, IPretrainedModel
     {
         var method = Method with { TaskType = peftTaskType, BaseModelNameOrPath = run.BaseFolder };
-        if (Options.InitialAdapter is { } adapter) InitialAdapterMethod.Check(adapter, method);
+        if (run.InitialAdapter is { } adapter) InitialAdapterMethod.Check(adapter, method);
         return AdaptedModel.CreateForTraining(run.BaseFolder, config => createTaskModel(ModelDropout.Override(config, Options.Dropout)),
-            method, run.BaseDType, run.Device, run.Log, Options.InitialAdapter);
+            method, run.BaseDType, run.Device, run.Log, run.InitialAdapter);
     }
 
     /// <summary>
@@ -139,9 +150,9 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     }
 }
 
-/// <summary>One Fit's choices, made once when it starts: the base folder, device, dtype of the frozen base, the
-/// learning rate and seed; and its log.</summary>
-internal sealed record FineTuningRun(string BaseFolder, Device Device, ScalarType BaseDType, ResolvedTraining Resolved, Action<string> Log)
+/// <summary>One Fit's choices, made once when it starts: the base folder and initial adapter folder (hub ids
+/// resolved to cache snapshots), device, dtype of the frozen base, the learning rate and seed; and its log.</summary>
+internal sealed record FineTuningRun(string BaseFolder, string? InitialAdapter, Device Device, ScalarType BaseDType, ResolvedTraining Resolved, Action<string> Log)
 {
     /// <summary>The seed of this Fit.</summary>
     public int Seed => Resolved.Seed;

@@ -27,6 +27,9 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
         if (options.MaxSequenceLength < 8) throw new ArgumentOutOfRangeException(nameof(options.MaxSequenceLength), options.MaxSequenceLength, "MaxSequenceLength must be at least 8.");
     }
 
+    /// <summary>The labels file <c>SaveAdapter</c> writes beside a classifier's adapter.</summary>
+    private protected override IReadOnlyList<string> InitialAdapterTaskFiles => [AdapterLabels.FileName];
+
     /// <inheritdoc/>
     public override TextClassificationTransformer Fit(IDataView input)
     {
@@ -48,12 +51,12 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
 
         var run = StartRun(channel);
         run.Log($"{train.Count} training rows, {labels.Count} classes ({string.Join(", ", labels.Names.Take(10))}); base {run.BaseFolder}; device {run.Device}; base dtype {run.BaseDType}");
-        if (Options.InitialAdapter is { } initialAdapter) AdapterLabels.CheckSameLabels(initialAdapter, labels, Options.LabelColumnName);
+        if (run.InitialAdapter is { } initialAdapter) AdapterLabels.CheckSameLabels(initialAdapter, labels, Options.LabelColumnName);
         var adapted = CreateModel(run, config =>
         {
             var model = ModelFactory.CreateSequenceClassification(config, labels.Count);
             // Before the adapter loads: its head's shape is the only record of the classes of an adapter saved by PEFT.
-            if (Options.InitialAdapter is { } adapter) AdapterLabels.CheckClassCount(model, adapter, labels, Options.LabelColumnName);
+            if (run.InitialAdapter is { } adapter) AdapterLabels.CheckClassCount(model, adapter, labels, Options.LabelColumnName);
             return model;
         }, PeftTaskType.SequenceClassification);
         var classifier = new TextClassifierModel(adapted, labels, Options.MaxSequenceLength);
