@@ -137,20 +137,25 @@ internal static class ModelZipStorage
         CheckVersion(ctx, version);
         ctx.CheckAtModel(version);
 
-        try
-        {
-            return new ModelPayloadReader(ctx, version.LoaderSignature, ReadManifest(ctx.Reader, Where(ctx, version), version.LoaderSignature));
-        }
-        catch (IOException e)
-        {
-            // BinaryReader's end of stream, or a negative string length.
-            throw new InvalidDataException($"{Where(ctx, version)}: corrupt payload manifest ({e.Message}).", e);
-        }
+        return new ModelPayloadReader(ctx, version.LoaderSignature, ReadManifest(ctx.Reader, Where(ctx, version)));
     }
 
     /// <summary>Reads the manifest; any value that cannot come from <see cref="Save"/> is an
     /// <see cref="InvalidDataException"/> naming <paramref name="where"/>, before anything large is allocated.</summary>
-    internal static Dictionary<string, PayloadEntry> ReadManifest(BinaryReader reader, string where, string loaderSignature)
+    internal static Dictionary<string, PayloadEntry> ReadManifest(BinaryReader reader, string where)
+    {
+        try
+        {
+            return ReadManifestCore(reader, where);
+        }
+        catch (IOException e)
+        {
+            // BinaryReader's end of stream, or a negative string length.
+            throw new InvalidDataException($"{where}: corrupt payload manifest ({e.Message}).", e);
+        }
+    }
+
+    private static Dictionary<string, PayloadEntry> ReadManifestCore(BinaryReader reader, string where)
     {
         int layout = reader.ReadInt32();
         if (layout < OldestReadableLayout || layout > LayoutVersion)
