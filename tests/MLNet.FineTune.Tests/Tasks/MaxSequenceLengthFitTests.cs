@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
 using Microsoft.ML;
+using MLNet.FineTune.Checkpoints;
+using MLNet.FineTune.Models;
 
 namespace MLNet.FineTune.Tests.Tasks;
 
@@ -51,5 +53,15 @@ public sealed class MaxSequenceLengthFitTests
         {
             BaseModel = TinyModels.BertTiny(), Epochs = 1, BatchSize = 4, Precision = TrainingPrecision.Float32,
         }).Fit(rows), "MaxSequenceLength", "384", "64");
+    }
+
+    [TestMethod]
+    public void RobertasUsablePositionsExcludeItsPaddingOffset()
+    {
+        var config = HfConfig.Load(TestPaths.Fixture("hf-reference", "roberta-tiny"));
+        int? usable = ModelRegistry.MaxInputTokens(config);
+        Console.WriteLine($"roberta-tiny: max_position_embeddings {config.GetInt("max_position_embeddings")}, pad_token_id {config.GetInt("pad_token_id")}: {usable} usable");
+        Assert.AreEqual(config.GetInt("max_position_embeddings") - config.GetInt("pad_token_id") - 1, usable);
+        Assert.AreEqual(64, ModelRegistry.MaxInputTokens(HfConfig.Load(TinyModels.BertTiny())));
     }
 }

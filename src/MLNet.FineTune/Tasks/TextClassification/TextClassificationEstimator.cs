@@ -25,12 +25,17 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
         : base(env, nameof(TextClassificationEstimator), "Fine-tuning a text classifier", options, method)
     {
         if (options.MaxSequenceLength < 8) throw new ArgumentOutOfRangeException(nameof(options.MaxSequenceLength), options.MaxSequenceLength, "MaxSequenceLength must be at least 8.");
+        ColumnChecks.RequireDistinct(nameof(TextClassificationOptions),
+            (nameof(options.TextColumnName), options.TextColumnName), (nameof(options.TextPairColumnName), options.TextPairColumnName),
+            (nameof(options.LabelColumnName), options.LabelColumnName), (nameof(options.ScoreColumnName), options.ScoreColumnName),
+            (nameof(options.PredictedLabelColumnName), options.PredictedLabelColumnName));
     }
 
     /// <inheritdoc/>
     public override TextClassificationTransformer Fit(IDataView input)
     {
         using var channel = StartChannel();
+        CheckMaxSequenceLengthFitsModel();
 
         CheckInputColumns(input.Schema);
         var labels = ClassLabels.FromTrainingData(input, Options.LabelColumnName);
