@@ -184,7 +184,7 @@ public sealed class BaseLinear
 /// dtype (float32) and train in full, while forward runs in the compute dtype like the adapters. Keys are unchanged
 /// (<c>classifier.weight</c>). Without it the head would train in bfloat16, where small updates round away.
 /// </summary>
-public sealed class TrainedLinear : AdaptedLinear
+internal sealed class TrainedLinear : AdaptedLinear
 {
     /// <summary>Takes over <paramref name="baseLayer"/>'s parameters, converted to <paramref name="dtype"/>.</summary>
     public TrainedLinear(BaseLinear baseLayer, ScalarType dtype) : base(nameof(TrainedLinear), baseLayer)
