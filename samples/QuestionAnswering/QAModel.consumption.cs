@@ -1,11 +1,13 @@
 using Microsoft.ML;
+using MLNet.FineTune;
 
 namespace QuestionAnswering;
 
 public static partial class QAModel
 {
-    /// <summary>Where the default run saves the model (in the working directory, as Model Builder does).</summary>
-    public static readonly string MLNetModelPath = Path.GetFullPath("QAModel.zip");
+    /// <summary>Where the sample saves the model: beside the built sample (bin/, git-ignored), as the sentiment sample
+    /// does, not in the working directory (the repository root when run as the README says).</summary>
+    public static readonly string MLNetModelPath = Path.Combine(AppContext.BaseDirectory, "QAModel.zip");
 
     private static Lazy<PredictionEngine<ModelInput, ModelOutput>> PredictEngine = new(() => CreatePredictEngine(MLNetModelPath), true);
 
@@ -18,7 +20,7 @@ public static partial class QAModel
     private static PredictionEngine<ModelInput, ModelOutput> CreatePredictEngine(string path)
     {
         var mlContext = new MLContext();
-        var model = mlContext.Model.Load(path, out _);
+        var model = mlContext.Model.LoadWithClearErrors(path, out _);
         return mlContext.Model.CreatePredictionEngine<ModelInput, ModelOutput>(model);
     }
 }

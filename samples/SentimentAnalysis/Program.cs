@@ -67,7 +67,7 @@ static int DefaultRun()
     // Save, reload, check the reloaded model scores exactly as the trained one (same rows, same batches).
     SaveModel(mlContext, model, data.Schema, MLNetModelPath);
     Console.WriteLine($"Saved {MLNetModelPath} ({new FileInfo(MLNetModelPath).Length / (1024 * 1024.0):F1} MB)");
-    var reloaded = mlContext.Model.Load(MLNetModelPath, out _);
+    var reloaded = mlContext.Model.LoadWithClearErrors(MLNetModelPath, out _);
     var trainedScores = model.Transform(test).GetColumn<float>("Score").ToArray();
     var reloadedScores = reloaded.Transform(test).GetColumn<float>("Score").ToArray();
     Console.WriteLine($"  reloaded vs trained on the test split: max |score difference| {trainedScores.Zip(reloadedScores).Max(p => Math.Abs(p.First - p.Second)):G3}");

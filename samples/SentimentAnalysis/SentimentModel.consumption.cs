@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using MLNet.FineTune;
 
 namespace SentimentAnalysis;
 
@@ -16,7 +17,7 @@ public static partial class SentimentModel
         if (!File.Exists(modelPath))
             throw new FileNotFoundException($"No trained model at {modelPath}: run the sample without arguments to train and save one first.", modelPath);
         var mlContext = new MLContext();
-        ITransformer model = mlContext.Model.Load(modelPath, out _);
+        ITransformer model = mlContext.Model.LoadWithClearErrors(modelPath, out _);
         return mlContext.Model.CreatePredictionEngine<ModelInput, ModelOutput>(model);
     }
 }

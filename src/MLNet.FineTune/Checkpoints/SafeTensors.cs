@@ -46,37 +46,47 @@ internal static class SafeTensors
         var headerBytes = new byte[headerLength];
         stream.ReadExactly(headerBytes);
 
-        JsonObject header;
-        try { header = JsonNode.Parse(headerBytes)?.AsObject() ?? throw Corrupt(path, "the header is not a JSON object"); }
-        catch (JsonException e) { throw Corrupt(path, "the header is not valid JSON: " + e.Message); }
-
         long dataStart = 8 + (long)headerLength, dataLength = stream.Length - dataStart;
         var entries = new List<SafeTensorEntry>();
         var metadata = new Dictionary<string, string>();
-        foreach (var (name, node) in header)
+        string? current = null;
+        // Any malformed value (wrong JSON kind, number out of range, duplicate key, invalid UTF-8 in a string) is
+        // a corrupt file, named as such: System.Text.Json reports them with several exception types.
+        try
         {
-            if (name == "__metadata__")
+            if (JsonNode.Parse(headerBytes) is not JsonObject header) throw Corrupt(path, "the header is not a JSON object");
+            foreach (var (name, node) in header)
             {
-                foreach (var (k, v) in node!.AsObject()) metadata[k] = v?.GetValue<string>() ?? "";
-                continue;
-            }
-            try
-            {
-                var dtype = node!["dtype"]!.GetValue<string>();
-                var shape = node["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
-                var offsets = node["data_offsets"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
-                if (!ByName.TryGetValue(dtype, out var scalar)) throw Corrupt(path, $"tensor '{name}' has unsupported dtype {dtype}");
-                long expected = shape.Aggregate(1L, (a, b) => a * b) * ElementSize(scalar);
-                if (offsets.Length != 2 || offsets[1] - offsets[0] != expected || offsets[0] < 0 || offsets[1] > dataLength)
-                    throw Corrupt(path, $"tensor '{name}' ({dtype} [{string.Join(", ", shape)}]) has data offsets [{string.Join(", ", offsets)}] that do not match its size {expected} or the file");
-                entries.Add(new SafeTensorEntry(name, dtype, shape, offsets[0], offsets[1] - offsets[0]));
-            }
-            catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
-            {
-                throw Corrupt(path, $"tensor '{name}' has a malformed header entry");
+                current = name;
+                if (name == "__metadata__")
+                {
+                    if (node is not JsonObject pairs) throw Corrupt(path, "__metadata__ is not a JSON object");
+                    foreach (var (k, v) in pairs) metadata[k] = v?.GetValue<string>() ?? "";
+                    continue;
+                }
+                entries.Add(ReadEntry(path, name, node, dataLength));
             }
         }
+        catch (JsonException e) { throw Corrupt(path, "the header is not valid JSON: " + e.Message); }
+        catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException or ArgumentException or OverflowException)
+        {
+            throw Corrupt(path, current is null or "__metadata__" ? $"the header is malformed ({e.Message})" : $"tensor '{current}' has a malformed header entry");
+        }
         return (entries, metadata, dataStart);
+    }
+
+    private static SafeTensorEntry ReadEntry(string path, string name, JsonNode? node, long dataLength)
+    {
+        if (node is not JsonObject) throw Corrupt(path, $"tensor '{name}' has a malformed header entry");
+        var dtype = node["dtype"]!.GetValue<string>();
+        var shape = node["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
+        var offsets = node["data_offsets"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray();
+        if (!ByName.TryGetValue(dtype, out var scalar)) throw Corrupt(path, $"tensor '{name}' has unsupported dtype {dtype}");
+        if (shape.Any(d => d < 0)) throw Corrupt(path, $"tensor '{name}' has a negative dimension in its shape [{string.Join(", ", shape)}]");
+        long expected = checked(shape.Aggregate(1L, (a, b) => a * b) * ElementSize(scalar));
+        if (offsets.Length != 2 || offsets[1] - offsets[0] != expected || offsets[0] < 0 || offsets[1] > dataLength)
+            throw Corrupt(path, $"tensor '{name}' ({dtype} [{string.Join(", ", shape)}]) has data offsets [{string.Join(", ", offsets)}] that do not match its size {expected} or the file");
+        return new SafeTensorEntry(name, dtype, shape, offsets[0], offsets[1] - offsets[0]);
     }
 
     /// <summary>Loads every tensor (or those <paramref name="include"/> accepts) onto the CPU.</summary>

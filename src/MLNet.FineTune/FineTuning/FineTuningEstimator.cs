@@ -64,6 +64,26 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
     private protected IChannel StartChannel() => _host.Start(_activity);
 
     /// <summary>
+    /// Called first in Fit: a MaxSequenceLength beyond the base model's position table would train (short rows fit) and
+    /// then fail at the first long input in production, so it is refused before any data is read.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">MaxSequenceLength exceeds the positions of the base model.</exception>
+    private protected void CheckMaxSequenceLengthFitsModel() => CheckMaxSequenceLengthFits(Options.BaseModel ?? DefaultModels.MiniLM());
+
+    // A hub id is checked by StartRun once it is resolved to a folder.
+    private void CheckMaxSequenceLengthFits(string folder)
+    {
+        if (!Directory.Exists(folder)) return;
+        var config = HfConfig.Load(folder);
+        if (ModelRegistry.MaxInputTokens(config) is not { } usable || Options.MaxSequenceLength <= usable) return;
+        int positions = config.GetInt("max_position_embeddings");
+        string offset = usable == positions ? "" : $" minus the position offset of {ModelRegistry.ResolveModelType(config)} (pad_token_id + 1 = {positions - usable})";
+        throw new ArgumentOutOfRangeException(nameof(FineTuneOptions.MaxSequenceLength), Options.MaxSequenceLength,
+            $"{Options.GetType().Name}.MaxSequenceLength {Options.MaxSequenceLength} exceeds the {usable} tokens the model in {folder} takes " +
+            $"(config.json max_position_embeddings {positions}{offset}). Set MaxSequenceLength to at most {usable}.");
+    }
+
+    /// <summary>
     /// Decides once where and how this Fit trains: the base folder and initial adapter (hub ids resolved through the
     /// cache; the default MiniLM when no base is given), the device (the MLContext's GPU choice), the frozen base's dtype (<see cref="FineTuneOptions.Precision"/>), the seed
     /// (the options', else the MLContext's) and the peak learning rate (the options', else the method's default), and
@@ -75,6 +95,7 @@ public abstract class FineTuningEstimator<TOptions, TTransformer> : IEstimator<T
         var baseFolder = Options.BaseModel is { } baseModel
             ? HuggingFaceHub.Resolve(baseModel, HuggingFaceHub.RepoKind.Model, [], Options.Hub, downloads, channel.Info, Options.CancellationToken)
             : DefaultModels.MiniLM();
+        if (Options.BaseModel is { } id && !Directory.Exists(id)) CheckMaxSequenceLengthFits(baseFolder);
         var initialAdapter = Options.InitialAdapter is { } adapter
             ? HuggingFaceHub.Resolve(adapter, HuggingFaceHub.RepoKind.Adapter, InitialAdapterTaskFiles, Options.Hub, downloads, channel.Info, Options.CancellationToken)
             : null;

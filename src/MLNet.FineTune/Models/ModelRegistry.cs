@@ -25,6 +25,8 @@ internal sealed record ModelFamily(string ModelType, ModelKind Kind, string Base
     internal Func<HfConfig, int, SequenceClassificationModel>? SequenceClassifier { get; init; }
     internal Func<HfConfig, QuestionAnsweringModel>? QuestionAnswerer { get; init; }
     internal Func<HfConfig, CausalLanguageModel>? CausalLM { get; init; }
+    /// <summary>The longest input (in tokens) the family's position table takes for a config; null when unbounded or unknown.</summary>
+    internal Func<HfConfig, int>? MaxInputTokens { get; init; }
 }
 
 /// <summary>The supported model families, one row per <c>model_type</c>: a new family adds a row here.</summary>
@@ -38,18 +40,21 @@ internal static class ModelRegistry
             Backbone = c => new BertModel(c),
             SequenceClassifier = (c, labels) => new BertForSequenceClassification(c, labels),
             QuestionAnswerer = c => new BertForQuestionAnswering(c),
+            MaxInputTokens = c => BertConfig.FromHf(c).MaxPositionEmbeddings,
         },
         new("roberta", ModelKind.Encoder, "roberta", "Roberta")
         {
             Backbone = c => new RobertaModel(c),
             SequenceClassifier = (c, labels) => new RobertaForSequenceClassification(c, labels),
             QuestionAnswerer = c => new RobertaForQuestionAnswering(c),
+            MaxInputTokens = c => RobertaConfig.FromHf(c).MaxSequenceLength,   // positions start at pad_token_id + 1
         },
         new("distilbert", ModelKind.Encoder, "distilbert", "DistilBert")
         {
             Backbone = c => new DistilBertModel(c),
             SequenceClassifier = (c, labels) => new DistilBertForSequenceClassification(c, labels),
             QuestionAnswerer = c => new DistilBertForQuestionAnswering(c),
+            MaxInputTokens = c => DistilBertConfig.FromHf(c).MaxPositionEmbeddings,
         },
         new("gpt2", ModelKind.CausalLanguageModel, "transformer", "GPT2") { CausalLM = c => new Gpt2LMHeadModel(c) },
         new("llama", ModelKind.CausalLanguageModel, "model", "Llama") { CausalLM = c => new LlamaForCausalLM(c) },
@@ -66,6 +71,10 @@ internal static class ModelRegistry
     public static ModelFamily Get(string modelType) =>
         Families.FirstOrDefault(f => f.ModelType == modelType)
         ?? throw new KeyNotFoundException($"model_type '{modelType}' is not registered; supported: {string.Join(", ", Families.Select(f => f.ModelType))}.");
+
+    /// <summary>The longest input in tokens a model of this config takes: max_position_embeddings, for RoBERTa minus its
+    /// offset (pad_token_id + 1); null when the family has no such limit registered.</summary>
+    public static int? MaxInputTokens(HfConfig config) => Get(ResolveModelType(config)).MaxInputTokens?.Invoke(config);
 
     /// <summary>
     /// The config's <c>model_type</c>, or the one its <c>architectures</c> names by the longest matching class-name prefix

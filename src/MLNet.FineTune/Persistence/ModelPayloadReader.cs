@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
@@ -15,9 +16,9 @@ internal sealed class ModelPayloadReader
 {
     private readonly ModelLoadContext _ctx;
     private readonly string _loaderSignature;
-    private readonly IReadOnlyDictionary<string, long> _manifest;
+    private readonly IReadOnlyDictionary<string, PayloadEntry> _manifest;
 
-    internal ModelPayloadReader(ModelLoadContext ctx, string loaderSignature, IReadOnlyDictionary<string, long> manifest)
+    internal ModelPayloadReader(ModelLoadContext ctx, string loaderSignature, IReadOnlyDictionary<string, PayloadEntry> manifest)
     {
         _ctx = ctx;
         _loaderSignature = loaderSignature;
@@ -31,20 +32,28 @@ internal sealed class ModelPayloadReader
     public bool Contains(string name) => _manifest.ContainsKey(name);
 
     /// <summary>The saved length in bytes of a payload.</summary>
-    public long GetLength(string name) => _manifest.TryGetValue(name, out long length) ? length : throw Missing(name);
+    public long GetLength(string name) => _manifest.TryGetValue(name, out var entry) ? entry.Length : throw Missing(name);
 
     /// <summary>
-    /// Hands <paramref name="read"/> the payload's stream (seekable, positioned at its start, exactly the saved length).
+    /// Hands <paramref name="read"/> the payload's stream (seekable, positioned at its start, exactly the saved length),
+    /// once its SHA-256 matched the manifest's (zips of manifest layout 1 carry no hash: only the length is checked).
     /// </summary>
     public void Read(string name, Action<Stream> read)
     {
         ArgumentNullException.ThrowIfNull(read);
-        long expected = GetLength(name);
+        if (!_manifest.TryGetValue(name, out var entry)) throw Missing(name);
         bool found = _ctx.TryLoadBinaryStream(name, reader =>
         {
             var stream = reader.BaseStream;
-            if (stream.Length != expected)
-                throw new InvalidDataException($"{Where}: payload '{name}' has {stream.Length} bytes, the manifest says {expected} (truncated or altered zip).");
+            if (stream.Length != entry.Length)
+                throw new InvalidDataException($"{Where}: payload '{name}' has {stream.Length} bytes, the manifest says {entry.Length} (truncated or altered zip).");
+            if (entry.Sha256 is not null)
+            {
+                long start = stream.Position;
+                if (!SHA256.HashData(stream).AsSpan().SequenceEqual(entry.Sha256))
+                    throw new InvalidDataException($"{Where}: payload '{name}' does not match its SHA-256 in the manifest: the zip was damaged or altered after it was saved.");
+                stream.Position = start;
+            }
             read(stream);
         });
         if (!found)

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using Microsoft.ML;
@@ -13,7 +14,7 @@ internal sealed class ModelPayloadWriter
 {
     private readonly ModelSaveContext _ctx;
     private readonly string _loaderSignature;
-    private readonly List<(string Name, long Length)> _manifest = [];
+    private readonly List<(string Name, PayloadEntry Entry)> _manifest = [];
     private readonly HashSet<string> _names = new(StringComparer.OrdinalIgnoreCase);
 
     internal ModelPayloadWriter(ModelSaveContext ctx, string loaderSignature)
@@ -22,7 +23,7 @@ internal sealed class ModelPayloadWriter
         _loaderSignature = loaderSignature;
     }
 
-    internal IReadOnlyList<(string Name, long Length)> Manifest => _manifest;
+    internal IReadOnlyList<(string Name, PayloadEntry Entry)> Manifest => _manifest;
 
     /// <summary>
     /// Adds a payload written by <paramref name="write"/> straight into its zip entry (ML.NET buffers entries in temp
@@ -35,17 +36,17 @@ internal sealed class ModelPayloadWriter
         if (!_names.Add(name))
             throw new ArgumentException($"Payload '{name}' of {_loaderSignature} was added twice (names are compared ignoring case).", nameof(name));
 
-        long length = 0;
+        PayloadEntry? entry = null;
         _ctx.SaveBinaryStream(name, writer =>
         {
             writer.Flush();
-            var stream = writer.BaseStream;
-            long start = stream.Position;
-            write(stream);
-            stream.Flush();
-            length = stream.Position - start;
+            // The hash is taken from the bytes as they are written, so large payloads are not read twice.
+            using var hashing = new HashingWriteStream(writer.BaseStream);
+            write(hashing);
+            hashing.Flush();
+            entry = new PayloadEntry(hashing.Length, hashing.GetHash());
         });
-        _manifest.Add((name, length));
+        _manifest.Add((name, entry!));
     }
 
     /// <summary>Adds raw bytes (e.g. a safetensors buffer).</summary>
@@ -95,5 +96,37 @@ internal sealed class ModelPayloadWriter
         ArgumentNullException.ThrowIfNull(paths);
         foreach (var path in paths)
             AddFile($"{prefix}/{Path.GetFileName(path)}", path);
+    }
+}
+
+/// <summary>A write-only stream that forwards to another and computes the SHA-256 and count of what passes.</summary>
+internal sealed class HashingWriteStream(Stream inner) : Stream
+{
+    private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private long _length;
+
+    public byte[] GetHash() => _hash.GetCurrentHash();
+    public override bool CanRead => false;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => _length;
+    public override long Position { get => _length; set => throw new NotSupportedException(); }
+    public override void Flush() => inner.Flush();
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+    public override void Write(ReadOnlySpan<byte> buffer)
+    {
+        inner.Write(buffer);
+        _hash.AppendData(buffer);
+        _length += buffer.Length;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _hash.Dispose(); // the inner stream belongs to ML.NET
+        base.Dispose(disposing);
     }
 }

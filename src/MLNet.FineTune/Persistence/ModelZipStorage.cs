@@ -14,7 +14,8 @@ namespace MLNet.FineTune.Persistence;
 /// <list type="bullet">
 /// <item><c>Model.key</c>: ML.NET's header (model signature, versions, loader signature and assembly), then our
 /// manifest: <c>int32</c> layout version (<see cref="LayoutVersion"/>), <c>int32</c> payload count, and per payload
-/// its name (<see cref="BinaryWriter.Write(string)"/>: 7-bit length prefix, UTF-8) and its <c>int64</c> byte length.</item>
+/// its name (<see cref="BinaryWriter.Write(string)"/>: 7-bit length prefix, UTF-8), its <c>int64</c> byte length and
+/// (layout 2) the 32 bytes of its SHA-256, checked when the payload is read.</item>
 /// <item>one zip entry per payload, named by the payload, holding exactly the payload's bytes (no framing), so
 /// <c>adapter.safetensors</c> in the zip is a valid safetensors file.</item>
 /// </list>
@@ -43,8 +44,19 @@ namespace MLNet.FineTune.Persistence;
 /// </remarks>
 internal static class ModelZipStorage
 {
-    /// <summary>Version of the manifest layout written after ML.NET's header; independent of each transformer's version.</summary>
-    public const int LayoutVersion = 1;
+    /// <summary>Version of the manifest layout written after ML.NET's header; independent of each transformer's version.
+    /// 1: name and length per payload. 2: name, length and SHA-256 per payload.</summary>
+    public const int LayoutVersion = 2;
+
+    /// <summary>The oldest manifest layout this code reads (layout 1 zips load without content verification).</summary>
+    internal const int OldestReadableLayout = 1;
+
+    /// <summary>Bytes of a payload's SHA-256 in the manifest.</summary>
+    internal const int HashLength = 32;
+
+    /// <summary>Upper bound on the manifest's payload count we preallocate for: a corrupt count must not allocate
+    /// gigabytes before the stream runs out.</summary>
+    private const int MaxPreallocatedPayloads = 1024;
 
     /// <summary>The main stream ML.NET writes for every component; no payload may take its name.</summary>
     internal const string MainStreamName = "Model.key";
@@ -106,10 +118,11 @@ internal static class ModelZipStorage
         var manifest = writer.Manifest;
         ctx.Writer.Write(LayoutVersion);
         ctx.Writer.Write(manifest.Count);
-        foreach (var (name, length) in manifest)
+        foreach (var (name, entry) in manifest)
         {
             ctx.Writer.Write(name);
-            ctx.Writer.Write(length);
+            ctx.Writer.Write(entry.Length);
+            ctx.Writer.Write(entry.Sha256!);
         }
     }
 
@@ -126,23 +139,49 @@ internal static class ModelZipStorage
         CheckVersion(ctx, version);
         ctx.CheckAtModel(version);
 
-        var reader = ctx.Reader;
+        return new ModelPayloadReader(ctx, version.LoaderSignature, ReadManifest(ctx.Reader, Where(ctx, version)));
+    }
+
+    /// <summary>Reads the manifest; any value that cannot come from <see cref="Save"/> is an
+    /// <see cref="InvalidDataException"/> naming <paramref name="where"/>, before anything large is allocated.</summary>
+    internal static Dictionary<string, PayloadEntry> ReadManifest(BinaryReader reader, string where)
+    {
+        try
+        {
+            return ReadManifestCore(reader, where);
+        }
+        catch (IOException e)
+        {
+            // BinaryReader's end of stream, or a negative string length.
+            throw new InvalidDataException($"{where}: corrupt payload manifest ({e.Message}).", e);
+        }
+    }
+
+    private static Dictionary<string, PayloadEntry> ReadManifestCore(BinaryReader reader, string where)
+    {
         int layout = reader.ReadInt32();
-        if (layout != LayoutVersion)
-            throw new InvalidDataException($"{Where(ctx, version)}: payload manifest layout {layout} is not the supported {LayoutVersion}.");
+        if (layout < OldestReadableLayout || layout > LayoutVersion)
+            throw new InvalidDataException($"{where}: payload manifest layout {layout} is not one this build reads ({OldestReadableLayout} to {LayoutVersion}).");
         int count = reader.ReadInt32();
         if (count < 0)
-            throw new InvalidDataException($"{Where(ctx, version)}: corrupt payload manifest (count {count}).");
-        var manifest = new Dictionary<string, long>(count, StringComparer.Ordinal);
+            throw new InvalidDataException($"{where}: corrupt payload manifest (count {count}).");
+        var manifest = new Dictionary<string, PayloadEntry>(Math.Min(count, MaxPreallocatedPayloads), StringComparer.Ordinal);
         for (int i = 0; i < count; i++)
         {
-            string name = reader.ReadString();
+            string name;
+            try { name = reader.ReadString(); }
+            catch (FormatException e) { throw new InvalidDataException($"{where}: corrupt payload manifest (name of entry {i} is not a valid string).", e); }
             long length = reader.ReadInt64();
-            if (length < 0 || !manifest.TryAdd(name, length))
-                throw new InvalidDataException($"{Where(ctx, version)}: corrupt payload manifest entry '{name}' (length {length}).");
+            byte[]? sha256 = layout >= 2 ? reader.ReadBytes(HashLength) : null;
+            if (sha256 is not null && sha256.Length != HashLength) throw new EndOfStreamException();
+            if (length < 0 || !IsValidName(name) || !manifest.TryAdd(name, new PayloadEntry(length, sha256)))
+                throw new InvalidDataException($"{where}: corrupt payload manifest entry '{Printable(name)}' (length {length}).");
         }
-        return new ModelPayloadReader(ctx, version.LoaderSignature, manifest);
+        return manifest;
     }
+
+    private static string Printable(string name) =>
+        name.Length > 80 || name.Any(char.IsControl) ? $"{new string(name.Take(80).Select(c => char.IsControl(c) ? '?' : c).ToArray())}..." : name;
 
     // ML.NET's own message would blame "ML.NET 5.0" for our format; say which component and versions are involved.
     private static void CheckVersion(ModelLoadContext ctx, VersionInfo version)
@@ -167,13 +206,20 @@ internal static class ModelZipStorage
     /// </summary>
     internal static void ValidateName(string name, string loaderSignature)
     {
+        if (!IsValidName(name))
+            throw new ArgumentException($"Payload name '{name}' of {loaderSignature} is not allowed: use '/'-separated segments of ASCII letters, digits, '.', '_' or '-' (not '{MainStreamName}', no '..').", nameof(name));
+    }
+
+    private static bool IsValidName(string name)
+    {
         static bool IsNameChar(char c) => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-';
-        bool valid = !string.IsNullOrEmpty(name) && name.Length <= 200
+        return !string.IsNullOrEmpty(name) && name.Length <= 200
             && name.Split('/').All(segment => segment.Length > 0 && segment != "." && segment != ".." && segment.All(IsNameChar))
             && !string.Equals(name, MainStreamName, StringComparison.OrdinalIgnoreCase);
-        if (!valid)
-            throw new ArgumentException($"Payload name '{name}' of {loaderSignature} is not allowed: use '/'-separated segments of ASCII letters, digits, '.', '_' or '-' (not '{MainStreamName}', no '..').", nameof(name));
     }
 
     private static bool IsAsciiAlphanumeric(string s) => s.All(char.IsAsciiLetterOrDigit);
 }
+
+/// <summary>One payload's manifest entry: its byte length and SHA-256 (null in layout 1 zips, which carry none).</summary>
+internal sealed record PayloadEntry(long Length, byte[]? Sha256);

@@ -51,6 +51,7 @@ public static class TorchRuntime
         {
             if (_done) return;
             OpenMpWaitPolicy.ApplyDefault(); // before anything can load libtorch's OpenMP
+            CheckBackendPresent();
             if (SystemNeedsCompatPatch())
                 _patchedBridgePath = LoadPatchedBridge();
             _done = true;
@@ -65,6 +66,40 @@ public static class TorchRuntime
         // Runs when any type of this assembly is first touched. Failures surface later, from EnsureLoaded, with context.
         try { EnsureLoaded(); } catch { }
     }
+
+    /// <summary>The native libtorch library's file name on this OS.</summary>
+    private static string LibTorchFileName =>
+        OperatingSystem.IsWindows() ? "torch_cpu.dll" : OperatingSystem.IsMacOS() ? "libtorch.dylib" : "libtorch.so";
+
+    /// <summary>
+    /// An application that references the library (and so TorchSharp's bridge) but no backend package has no libtorch:
+    /// say which package to add, instead of the loader's DllNotFoundException naming the bridge (or its patched copy).
+    /// </summary>
+    private static void CheckBackendPresent()
+    {
+        if (!OperatingSystem.IsLinux()) return; // TorchSharp's own message names the package on the other systems
+        var bridge = FindOriginalBridge();
+        if (bridge is null) return;            // no bridge at all: TorchSharp reports it
+        if (FindLibTorchBeside(Path.GetDirectoryName(bridge)!) is not null) return;
+        // An external libtorch (LD_LIBRARY_PATH, e.g. a PyTorch install) is found by the dynamic linker.
+        if (NativeLibrary.TryLoad(LibTorchFileName, out _)) return;
+        throw new DllNotFoundException(MissingBackendMessage(bridge));
+    }
+
+    /// <summary>libtorch in <paramref name="folder"/> (where a backend package puts it beside the bridge), or null.</summary>
+    internal static string? FindLibTorchBeside(string folder)
+    {
+        var path = Path.Combine(folder, LibTorchFileName);
+        return File.Exists(path) ? path : null;
+    }
+
+    /// <summary>What a user reads when no TorchSharp backend is installed.</summary>
+    internal static string MissingBackendMessage(string bridge) =>
+        $"TorchSharp's native backend (libtorch, {LibTorchFileName}) was not found: not beside TorchSharp's bridge {bridge}, " +
+        "nor through the system's library search path (LD_LIBRARY_PATH). MLNet.FineTune references TorchSharp alone; " +
+        "the application chooses the backend: add one package reference to your project, " +
+        "TorchSharp-cpu (any machine), TorchSharp-cuda-linux (NVIDIA GPU, Linux) or TorchSharp-cuda-windows (NVIDIA GPU, Windows), " +
+        "in the same version as TorchSharp (docs/runtime.md, \"Backends\").";
 
     private static string? LoadPatchedBridge()
     {

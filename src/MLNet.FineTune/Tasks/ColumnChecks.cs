@@ -59,4 +59,19 @@ internal static class ColumnChecks
             return value;
         };
     }
+
+    /// <summary>
+    /// Throws when two of the options name the same column: a label read from the text column, a score written over
+    /// the predicted label, or an output hiding an input the evaluator needs would all give wrong results silently.
+    /// Columns that are null (an unset optional column) are skipped.
+    /// </summary>
+    /// <exception cref="ArgumentException">Names both options and the column; ParamName is the second option.</exception>
+    public static void RequireDistinct(string optionsType, params (string Option, string? Column)[] columns)
+    {
+        for (int i = 0; i < columns.Length; i++)
+            for (int j = i + 1; j < columns.Length; j++)
+                if (columns[i].Column is { } name && string.Equals(name, columns[j].Column, StringComparison.Ordinal))
+                    throw new ArgumentException($"{optionsType}.{columns[i].Option} and {optionsType}.{columns[j].Option} both name column '{name}': " +
+                        "each must name its own column (one would be read as the other, or hide it in the output).", columns[j].Option);
+    }
 }

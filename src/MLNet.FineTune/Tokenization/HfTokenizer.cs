@@ -33,13 +33,36 @@ internal abstract class HfTokenizer
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">The folder has none of the tokenizer files.</exception>
     /// <exception cref="NotSupportedException">tokenizer.json describes a model this library does not implement, and no other file can stand in.</exception>
+    /// <exception cref="InvalidDataException">The tokenizer has more tokens than the folder's config.json vocab_size: the
+    /// model has no embedding for the extra ids.</exception>
     public static HfTokenizer FromFolder(string folder)
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"Tokenizer folder not found: '{folder}'.");
         var files = new TokenizerFolder(folder);
+        var tokenizer = Read(files, folder);
+        CheckFitsModel(tokenizer, files);
+        return tokenizer;
+    }
 
+    /// <summary>
+    /// A tokenizer whose ids reach past the model's embedding table fails inside torch ("index out of range in self")
+    /// at the first text that uses such a token; say so when the folder loads, naming both numbers and files.
+    /// (A vocabulary smaller than vocab_size is normal: tables are often padded to a multiple of 64.)
+    /// </summary>
+    private static void CheckFitsModel(HfTokenizer tokenizer, TokenizerFolder files)
+    {
+        if (files.ModelConfigInt("vocab_size") is not { } vocabSize || tokenizer.VocabularySize <= vocabSize) return;
+        var source = new[] { TokenizerFolder.TokenizerJson, TokenizerFolder.SentencePieceModel, TokenizerFolder.VocabTxt }.FirstOrDefault(files.Has) ?? "tokenizer files";
+        throw new InvalidDataException(
+            $"The tokenizer in '{files.Folder}' ({source}, with any added tokens of {TokenizerFolder.TokenizerConfigJson}) has {tokenizer.VocabularySize} tokens " +
+            $"(ids 0 to {tokenizer.VocabularySize - 1}), more than the model's vocab_size {vocabSize} in {files.PathOf(TokenizerFolder.ConfigJson)}: " +
+            $"ids from {vocabSize} on have no embedding row. Use the tokenizer the model was trained with, or a checkpoint whose embeddings were resized to the tokenizer.");
+    }
+
+    private static HfTokenizer Read(TokenizerFolder files, string folder)
+    {
         if (files.Has(TokenizerFolder.TokenizerJson))
         {
             var path = files.PathOf(TokenizerFolder.TokenizerJson);

@@ -79,8 +79,11 @@ internal sealed class TokenizerFolder
         _config is { } c && c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
 
     /// <summary>An id from config.json ("bos_token_id", ...): the fallback when no tokenizer file names the token.</summary>
-    public int? ModelConfigTokenId(string key) =>
-        _config is { } c && c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var id) ? id : null;
+    public int? ModelConfigTokenId(string key) => ModelConfigInt(key);
+
+    /// <summary>An integer from config.json ("vocab_size", ...), or null.</summary>
+    public int? ModelConfigInt(string key) =>
+        _config is { } c && c.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var n) ? n : null;
 
     /// <summary>Added tokens declared in tokenizer_config.json's "added_tokens_decoder" (transformers 4.34 and later).</summary>
     public IEnumerable<AddedToken> AddedTokensDecoder()

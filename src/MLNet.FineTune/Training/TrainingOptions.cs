@@ -174,10 +174,27 @@ public record TrainingOptions
         Range(LoggingSteps >= 1, nameof(LoggingSteps), LoggingSteps, "must be at least 1.");
         Together(CheckpointDirectory is null || !string.IsNullOrWhiteSpace(CheckpointDirectory), nameof(CheckpointDirectory),
             "CheckpointDirectory is blank: name a folder, or leave it null.");
+        Together(CheckpointDirectory is null || !File.Exists(CheckpointDirectory), nameof(CheckpointDirectory),
+            $"'{CheckpointDirectory}' is a file, not a folder: checkpoints are folders written inside it. Name a folder (it is created if missing).");
+        // Checked here, not at the first checkpoint: that comes after the first CheckpointEverySteps steps of training.
+        var fileAbove = string.IsNullOrWhiteSpace(CheckpointDirectory) ? null : FirstFileAbove(CheckpointDirectory);
+        Together(fileAbove is null, nameof(CheckpointDirectory), $"'{CheckpointDirectory}' cannot be created: {fileAbove} is a file, not a folder.");
         Together(CheckpointEverySteps is null || CheckpointDirectory is not null, nameof(CheckpointDirectory),
             "CheckpointEverySteps is set but CheckpointDirectory is not: set the folder the checkpoints go to.");
         Together(CheckpointDirectory is null || CheckpointEverySteps is not null, nameof(CheckpointEverySteps),
             "CheckpointDirectory is set but CheckpointEverySteps is not: no checkpoint would be written. Set how often (in optimizer steps), or leave CheckpointDirectory null.");
+    }
+
+    /// <summary>The nearest existing ancestor of <paramref name="folder"/> when it is a file (so the folder cannot be
+    /// created), else null.</summary>
+    private static string? FirstFileAbove(string folder)
+    {
+        for (var dir = Path.GetDirectoryName(Path.GetFullPath(folder)); !string.IsNullOrEmpty(dir); dir = Path.GetDirectoryName(dir))
+        {
+            if (Directory.Exists(dir)) return null;
+            if (File.Exists(dir)) return dir;
+        }
+        return null;
     }
 }
 

@@ -85,7 +85,8 @@ public sealed class FineTuneCatalogTests
         var options = new TextClassificationOptions { BaseModel = TinyModels.BertTiny(), MaxSequenceLength = 12, Epochs = 1, BatchSize = 16, Precision = TrainingPrecision.Float32 };
         var model = ml.FineTune().Lora(options).Fit(frame);
         Assert.AreEqual(3, model.Labels.Count);
-        CollectionAssert.AreEqual(new[] { "blue", "green", "red" }, model.Labels.ToArray());
+        // Numbered in order of first appearance, as MapValueToKey numbers them (issue 14; was sorted order).
+        CollectionAssert.AreEqual(new[] { "red", "green", "blue" }, model.Labels.ToArray());
 
         options.ValidationSet = new DataFrame(new StringDataFrameColumn("Text", ["the dog"]), new StringDataFrameColumn("Label", ["purple"]));
         var error = Assert.ThrowsExactly<InvalidDataException>(() => ml.FineTune().Lora(options).Fit(frame));

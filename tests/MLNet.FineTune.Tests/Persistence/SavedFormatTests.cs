@@ -21,7 +21,7 @@ public sealed class SavedFormatTests
 {
     private const string WriterVariable = "MLNET_FINETUNE_WRITE_SAVED_MODELS";
     /// <summary>The format version the writer names its files after (the transformers' currentVersion).</summary>
-    private const string CurrentFormat = "v00010001";
+    private const string CurrentFormat = "v00010002";
     /// <summary>float32 scores of the same weights, reloaded: only the order of float additions may differ.</summary>
     private const double ScoreTolerance = 1e-5;
 

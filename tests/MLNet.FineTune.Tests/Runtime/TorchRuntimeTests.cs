@@ -27,6 +27,32 @@ public sealed class TorchRuntimeTests
     }
 
     [TestMethod]
+    public void AFolderWithTheBridgeButNoLibTorch_IsDetectedAndTheErrorNamesTheBackendPackages()
+    {
+        var bridge = Directory.EnumerateFiles(AppContext.BaseDirectory, "libLibTorchSharp.so", SearchOption.AllDirectories).FirstOrDefault();
+        if (bridge is null) Assert.Inconclusive("no libLibTorchSharp.so in the test output (non-Linux backend)");
+        Assert.IsNotNull(TorchRuntime.FindLibTorchBeside(Path.GetDirectoryName(bridge!)!), "the test output carries TorchSharp-cpu: libtorch is beside the bridge");
+
+        // An application folder as `dotnet publish` leaves it without a backend package: TorchSharp's bridge alone.
+        var app = Directory.CreateTempSubdirectory("mlft-no-backend-").FullName;
+        try
+        {
+            File.Copy(bridge!, Path.Combine(app, "libLibTorchSharp.so"));
+            Assert.IsNull(TorchRuntime.FindLibTorchBeside(app));
+            var message = TorchRuntime.MissingBackendMessage(Path.Combine(app, "libLibTorchSharp.so"));
+            Console.WriteLine(message);
+            foreach (var package in new[] { "TorchSharp-cpu", "TorchSharp-cuda-linux", "TorchSharp-cuda-windows", "libtorch.so", app })
+                StringAssert.Contains(message, package);
+            File.WriteAllBytes(Path.Combine(app, "libtorch.so"), []);
+            Assert.IsNotNull(TorchRuntime.FindLibTorchBeside(app));
+        }
+        finally
+        {
+            Directory.Delete(app, recursive: true);
+        }
+    }
+
+    [TestMethod]
     public void OpenMpThreadsSleepUnlessTheUserChoseAWaitPolicy()
     {
         // .NET's managed environment is the snapshot taken at process start; the native one is what libgomp reads.

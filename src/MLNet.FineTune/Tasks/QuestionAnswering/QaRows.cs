@@ -76,12 +76,31 @@ internal static class QaRows
             var text = answerText();
             var paragraph = context();
             var example = new QaExample(rowId, question(), paragraph, text, answerStart, impossible);
+            CheckNoAnswerIsConsistent(example, cursor.Position, options, what);
             if (example.HasAnswer) CheckAnswerInContext(example, cursor.Position, options, what);
             var golds = all?.Invoke() ?? (example.HasAnswer ? [text] : []);
             var gold = new SquadQuestion(rowId, "", paragraph, example.Question, golds.Select(g => new SquadAnswer(g, -1)).ToList(), impossible || !example.HasAnswer);
             rows.Add(new Row(example, gold));
         }
         return rows;
+    }
+
+    /// <summary>A row says "no answer" by an empty answer text (SQuAD v2.0's files: is_impossible with no answers).
+    /// A row that gives an answer text and also says there is none is a data error, not a no-answer row: it would
+    /// silently train as "no answer" and switch the whole model to SQuAD v2.0.</summary>
+    /// <exception cref="InvalidDataException">An answer text with AnswerStart below 0, or with IsImpossible true.</exception>
+    private static void CheckNoAnswerIsConsistent(QaExample example, long row, QuestionAnsweringOptions options, string what)
+    {
+        if (string.IsNullOrEmpty(example.AnswerText)) return;
+        var where = $"Row {row} (question '{example.Id}') of the {what}";
+        if (example.AnswerStart < 0)
+            throw new InvalidDataException(
+                $"{where} has the answer \"{example.AnswerText}\" in '{options.AnswerTextColumnName}' but '{options.AnswerStartColumnName}' = {example.AnswerStart}. " +
+                "Give the answer's start in the context, or, for a question without answer, an empty answer text (and IsImpossible = true).");
+        if (example.IsImpossible)
+            throw new InvalidDataException(
+                $"{where} is marked unanswerable ('{options.IsImpossibleColumnName}' = true) but has the answer \"{example.AnswerText}\" in " +
+                $"'{options.AnswerTextColumnName}'. Empty the answer text for a question without answer, or set '{options.IsImpossibleColumnName}' to false.");
     }
 
     /// <summary>The gold answer must be the context's text at its start: the featurizer labels the tokens there, so a

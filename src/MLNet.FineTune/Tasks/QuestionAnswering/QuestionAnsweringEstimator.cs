@@ -37,6 +37,7 @@ public sealed class QuestionAnsweringEstimator : FineTuningEstimator<QuestionAns
     public override QuestionAnsweringTransformer Fit(IDataView input)
     {
         using var channel = StartChannel();
+        CheckMaxSequenceLengthFitsModel();
 
         QaRows.CheckTrainingColumns(input.Schema, Options, "training data");
         var train = QaRows.ReadTraining(input, Options, "training data");
@@ -57,6 +58,12 @@ public sealed class QuestionAnsweringEstimator : FineTuningEstimator<QuestionAns
                 "to true (or null to decide from the data) to train SQuAD v2.0's no-answer prediction, or remove those rows.");
 
         var run = StartRun(channel);
+        int unanswerable = train.Count(r => !r.Example.HasAnswer);
+        run.Log(Options.VersionTwoWithNegative is { } chosen
+            ? $"SQuAD {(chosen ? "v2.0 (no-answer prediction)" : "v1.1 (every question has an answer)")}: set by VersionTwoWithNegative = {chosen}; {unanswerable} of {train.Count} training questions have no answer."
+            : versionTwo
+                ? $"SQuAD v2.0 (no-answer prediction), decided from the data: {unanswerable} of {train.Count} training questions have no answer (empty answer text). Set VersionTwoWithNegative to choose."
+                : $"SQuAD v1.1 (every question has an answer), decided from the data: all {train.Count} training questions have one. Set VersionTwoWithNegative to choose.");
         var adapted = CreateModel(run, ModelFactory.CreateQuestionAnswering, PeftTaskType.QuestionAnswering);
         var answerer = new QuestionAnswererModel(adapted, QaFeaturizer.FromOptions(adapted.Tokenizer, Options),
             QaPostProcessor.FromOptions(Options, versionTwo));
@@ -142,5 +149,20 @@ public sealed class QuestionAnsweringEstimator : FineTuningEstimator<QuestionAns
             (nameof(o.PredictedAnswerColumnName), o.PredictedAnswerColumnName), (nameof(o.PredictedAnswerStartColumnName), o.PredictedAnswerStartColumnName),
             (nameof(o.ScoreColumnName), o.ScoreColumnName), (nameof(o.NoAnswerScoreColumnName), o.NoAnswerScoreColumnName) })
             if (string.IsNullOrWhiteSpace(value)) throw new ArgumentException($"{name} must name a column.", name);
+        // Inputs are read from distinct columns; outputs go to distinct columns and hide no input the evaluator or the
+        // next step reads. (The predicted start may replace the gold AnswerStart column: that is the default. An
+        // AnswerStart naming a text column fails the schema check, which names the type it expects.)
+        (string, string?)[] inputs =
+        [
+            (nameof(o.ContextColumnName), o.ContextColumnName), (nameof(o.QuestionColumnName), o.QuestionColumnName),
+            (nameof(o.AnswerTextColumnName), o.AnswerTextColumnName), (nameof(o.IdColumnName), o.IdColumnName),
+            (nameof(o.AllAnswersColumnName), o.AllAnswersColumnName), (nameof(o.IsImpossibleColumnName), o.IsImpossibleColumnName),
+        ];
+        (string, string?)[] outputs =
+        [
+            (nameof(o.PredictedAnswerColumnName), o.PredictedAnswerColumnName), (nameof(o.PredictedAnswerStartColumnName), o.PredictedAnswerStartColumnName),
+            (nameof(o.ScoreColumnName), o.ScoreColumnName), (nameof(o.NoAnswerScoreColumnName), o.NoAnswerScoreColumnName),
+        ];
+        ColumnChecks.RequireDistinct(nameof(QuestionAnsweringOptions), [.. inputs, .. outputs]);
     }
 }

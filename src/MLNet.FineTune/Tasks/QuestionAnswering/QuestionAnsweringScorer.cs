@@ -10,7 +10,9 @@ internal readonly record struct QaInput(string Context, string Question, long Ro
 /// <summary>
 /// Answers the question of each row from its context: all windows of the rows of a batch go through the model
 /// together, then each row's windows are post-processed into Answer ("" = none), AnswerStart (-1 = none), Score and,
-/// for SQuAD v2.0 models, NoAnswerScore.
+/// for SQuAD v2.0 models, NoAnswerScore. A row whose context or question is empty, blank or missing is answered
+/// without the model: no answer (Answer "", AnswerStart -1, Score and NoAnswerScore NaN: nothing was scored), so one
+/// such row in live data or a test file does not fail the whole Transform or Evaluate (training refuses such rows).
 /// </summary>
 internal sealed class QuestionAnsweringScorer : BatchScorer<QaInput, QaPrediction>
 {
@@ -46,13 +48,21 @@ internal sealed class QuestionAnsweringScorer : BatchScorer<QaInput, QaPredictio
 
     public override Func<QaInput> CreateInputReader(DataViewRow row)
     {
-        var context = ColumnChecks.NonEmptyTextReader(row, row.Schema[_settings.ContextColumn], DataToScore);
-        var question = ColumnChecks.NonEmptyTextReader(row, row.Schema[_settings.QuestionColumn], DataToScore);
+        var context = ColumnChecks.TextReader(row, row.Schema[_settings.ContextColumn]);
+        var question = ColumnChecks.TextReader(row, row.Schema[_settings.QuestionColumn]);
         return () => new QaInput(context(), question(), row.Position);
     }
 
-    public override IReadOnlyList<QaPrediction> Score(IReadOnlyList<QaInput> inputs) =>
-        _model.Predict(inputs.Select(input => new QaExample($"row {input.Row}", input.Question, input.Context)).ToList(), _settings.ScoringBatchSize);
+    public override IReadOnlyList<QaPrediction> Score(IReadOnlyList<QaInput> inputs)
+    {
+        static bool Answerable(QaInput input) => !string.IsNullOrWhiteSpace(input.Context) && !string.IsNullOrWhiteSpace(input.Question);
+        var answerable = inputs.Where(Answerable).ToList();
+        var predicted = answerable.Count == 0 ? []
+            : _model.Predict(answerable.Select(input => new QaExample($"row {input.Row}", input.Question, input.Context)).ToList(), _settings.ScoringBatchSize);
+        var noAnswer = new QaPrediction("", -1, float.NaN, float.NaN, _settings.VersionTwoWithNegative ? float.NaN : null, []);
+        int next = 0;
+        return inputs.Select(input => Answerable(input) ? predicted[next++] : noAnswer).ToList();
+    }
 
     public override Delegate CreateOutputGetter(int outputIndex, Func<QaPrediction> current) => outputIndex switch
     {

@@ -58,7 +58,10 @@ internal sealed class ClassLabels
             }
             case TextDataViewType:
             {
-                var distinct = new SortedSet<string>(StringComparer.Ordinal);
+                // Numbered in order of first appearance, as MapValueToKey numbers them (its default KeyOrdinality):
+                // a MapValueToKey fitted on the training data then gives the same keys as PredictedLabel's.
+                var seen = new HashSet<string>(StringComparer.Ordinal);
+                var distinct = new List<string>();
                 using var cursor = data.GetRowCursor([column]);
                 var read = ColumnChecks.TextReader(cursor, column);
                 while (cursor.MoveNext())
@@ -66,7 +69,7 @@ internal sealed class ClassLabels
                     var value = read();
                     if (string.IsNullOrEmpty(value))
                         throw new InvalidDataException($"Row {cursor.Position} of the training data has an empty label in column '{column.Name}'. Remove or fill empty rows.");
-                    distinct.Add(value);
+                    if (seen.Add(value)) distinct.Add(value);
                 }
                 return (LabelKind.Text, distinct.ToArray());
             }
@@ -115,6 +118,11 @@ internal sealed class ClassLabels
                 bool value = false;
                 return () => { getter(ref value); return value ? 1 : 0; };
             }
+            case LabelKind.Key when column.Type is TextDataViewType && !Names.SequenceEqual(KeyNumbers(Count)):
+                // A validation set of raw labels beside a pipeline that maps them to keys (MapValueToKey, then this
+                // estimator): the ValidationSet does not pass through the pipeline's earlier steps, so map its text
+                // labels with the training keys' values, as that MapValueToKey would.
+                return TextIndexReader(row, column, what, where);
             case LabelKind.Key:
             {
                 if (column.Type is not KeyDataViewType key || (int)key.Count != Count) throw TypeMismatch(column, $"Key<{Count}>", what);
@@ -137,18 +145,22 @@ internal sealed class ClassLabels
                 };
             }
             default:
-            {
                 if (column.Type is not TextDataViewType) throw TypeMismatch(column, "String", what);
-                var index = Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
-                var read = ColumnChecks.TextReader(row, column);
-                return () =>
-                {
-                    var value = read();
-                    return index.TryGetValue(value, out var i) ? i
-                        : throw new InvalidDataException($"Row {row.Position} of the {what} has label '{value}' in {where}, which the training data does not have. Known labels: {string.Join(", ", Names.Take(20))}.");
-                };
-            }
+                return TextIndexReader(row, column, what, where);
         }
+    }
+
+    /// <summary>Reads a text label as its class index; a label the training data lacks is an error naming it.</summary>
+    private Func<int> TextIndexReader(DataViewRow row, DataViewSchema.Column column, string what, string where)
+    {
+        var index = Names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
+        var read = ColumnChecks.TextReader(row, column);
+        return () =>
+        {
+            var value = read();
+            return index.TryGetValue(value, out var i) ? i
+                : throw new InvalidDataException($"Row {row.Position} of the {what} has label '{value}' in {where}, which the training data does not have. Known labels: {string.Join(", ", Names.Order(StringComparer.Ordinal).Take(20))}.");
+        };
     }
 
     private static ArgumentOutOfRangeException TypeMismatch(DataViewSchema.Column column, string expected, string what) =>

@@ -25,6 +25,10 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
         : base(env, nameof(TextClassificationEstimator), "Fine-tuning a text classifier", options, method)
     {
         if (options.MaxSequenceLength < 8) throw new ArgumentOutOfRangeException(nameof(options.MaxSequenceLength), options.MaxSequenceLength, "MaxSequenceLength must be at least 8.");
+        ColumnChecks.RequireDistinct(nameof(TextClassificationOptions),
+            (nameof(options.TextColumnName), options.TextColumnName), (nameof(options.TextPairColumnName), options.TextPairColumnName),
+            (nameof(options.LabelColumnName), options.LabelColumnName), (nameof(options.ScoreColumnName), options.ScoreColumnName),
+            (nameof(options.PredictedLabelColumnName), options.PredictedLabelColumnName));
     }
 
     /// <summary>The labels file <c>SaveAdapter</c> writes beside a classifier's adapter.</summary>
@@ -34,6 +38,7 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
     public override TextClassificationTransformer Fit(IDataView input)
     {
         using var channel = StartChannel();
+        CheckMaxSequenceLengthFitsModel();
 
         CheckInputColumns(input.Schema);
         var labels = ClassLabels.FromTrainingData(input, Options.LabelColumnName);

@@ -41,8 +41,10 @@ internal sealed class TextClassificationScorer : BatchScorer<TextInput, float[]>
 
     public override Func<TextInput> CreateInputReader(DataViewRow row)
     {
-        var text = ColumnChecks.NonEmptyTextReader(row, row.Schema[_textColumn], DataToScore);
-        var pair = _pairColumn is null ? null : ColumnChecks.NonEmptyTextReader(row, row.Schema[_pairColumn], DataToScore);
+        // An empty or missing text is scored as the tokenizer encodes it ([CLS] [SEP]), as transformers' pipeline does:
+        // one empty row in live data must not fail the whole Transform (training refuses empty rows).
+        var text = ColumnChecks.TextReader(row, row.Schema[_textColumn]);
+        var pair = _pairColumn is null ? null : ColumnChecks.TextReader(row, row.Schema[_pairColumn]);
         return () => new TextInput(text(), pair?.Invoke());
     }
 

@@ -64,11 +64,13 @@ public sealed class TextClassificationTransformer : FineTunedTransformer
     internal override void SaveSettings(ModelPayloadWriter payloads) => payloads.AddJson(SettingsPayload, _settings, ModelZipStorage.JsonOptions);
 
     // Version 0x00010001: settings JSON, optional training history, the adapted model's payloads (FineTunedTransformer).
+    // Version 0x00010002: the manifest carries each payload's SHA-256 (ModelZipStorage layout 2), checked at load;
+    // 0x00010001 builds cannot read it (they know only layout 1), this build still reads 0x00010001 zips.
     internal override VersionInfo SavedVersion => GetVersionInfo();
 
     private static VersionInfo GetVersionInfo() => ModelZipStorage.CreateVersionInfo(
         modelSignature: "MLFTTXCL", loaderSignature: LoaderSignature,
-        currentVersion: 0x00010001, readableByVersion: 0x00010001, readsBackToVersion: 0x00010001,
+        currentVersion: 0x00010002, readableByVersion: 0x00010002, readsBackToVersion: 0x00010001,
         loaderType: typeof(TextClassificationTransformer));
 
     // Found by ML.NET through the LoadableClass attribute above.

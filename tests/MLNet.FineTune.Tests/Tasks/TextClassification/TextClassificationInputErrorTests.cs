@@ -5,7 +5,7 @@ namespace MLNet.FineTune.Tests.Tasks.TextClassification;
 
 /// <summary>
 /// Bad text-classification input fails with an error that names the row, the data, the column and the value: empty
-/// texts and text pairs (training, validation, scoring) and every kind of label problem (missing or mistyped column,
+/// texts and text pairs (training, validation; scoring scores them, see ScoringEmptyTextTests) and every kind of label problem (missing or mistyped column,
 /// one class, validation labels of another type or unseen in training, missing keys). None of these reach training.
 /// </summary>
 [TestClass]
@@ -47,11 +47,12 @@ public sealed class TextClassificationInputErrorTests
         NamedErrors.Expect<InvalidDataException>(() => ml.FineTune().Lora(PairOptions(ml.Data.LoadFromEnumerable(blankPair))).Fit(ml.Data.LoadFromEnumerable(Pairs(8))),
             "Row 3 of the validation data", "column 'Answer'");
 
+        // Scoring is not training: an empty text is scored as the tokenizer encodes it (ScoringEmptyTextTests), so one
+        // empty row in live data does not fail the whole Transform.
         var model = ml.FineTune().Lora(PairOptions()).Fit(ml.Data.LoadFromEnumerable(Pairs(8)));
-        NamedErrors.Expect<InvalidDataException>(() => model.Transform(ml.Data.LoadFromEnumerable(blankPair)).GetColumn<float>("Score").ToArray(),
-            "Row 3 of the data to score", "column 'Answer'");
+        Assert.IsTrue(model.Transform(ml.Data.LoadFromEnumerable(blankPair)).GetColumn<float>("Score").All(float.IsFinite));
         var engine = ml.Model.CreatePredictionEngine<Pair, ReviewPrediction>(model);
-        NamedErrors.Expect<InvalidDataException>(() => engine.Predict(new Pair { Premise = "", Answer = "we agree" }), "data to score", "column 'Premise'");
+        Assert.IsTrue(float.IsFinite(engine.Predict(new Pair { Premise = "", Answer = "we agree" }).Score));
     }
 
     public sealed class ReviewPrediction { public bool PredictedLabel { get; set; } public float Score { get; set; } }
