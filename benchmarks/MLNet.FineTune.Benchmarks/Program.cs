@@ -11,6 +11,8 @@ IBenchmark[] benchmarks =
     new TrainBenchmark(),
     new DropoutBenchmark(),
     new DropoutTrainBenchmark(),
+    new LatencyBenchmark(),
+    new GpuBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")

@@ -38,6 +38,8 @@ public sealed class TextClassificationTransformer : FineTunedTransformer
     private const string SettingsPayload = "text_classification.json";
 
     private readonly TextClassifierModel _model;
+
+    internal TextClassifierModel Classifier => _model;
     private readonly Settings _settings;
 
     /// <summary>What the transformer needs besides the model, as saved in model.zip.</summary>

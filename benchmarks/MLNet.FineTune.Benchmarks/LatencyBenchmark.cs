@@ -1,0 +1,195 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML;
+using MLNet.FineTune.Models;
+using MLNet.FineTune.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace MLNet.FineTune.Benchmarks;
+
+/// <summary>
+/// <c>latency</c>: serving speed of a fitted text classifier as users deploy it. Trains all-MiniLM-L6-v2 + LoRA on a
+/// few rows through the public API (<c>ml.FineTune().Lora</c>, default precision), saves and reloads model.zip, then
+/// measures PredictionEngine latency (p50/p90/p99) on a short sentence, batched Transform rows/s on the sample
+/// reviews, the ratio of Transform's row rate to the engine's on the same rows, and a stopwatch breakdown of one
+/// engine call (tokenization, collation, forward, softmax and copy back, ML.NET's plumbing).
+/// </summary>
+internal sealed class LatencyBenchmark : IBenchmark
+{
+    private const string ShortSentence = "The food was great.";
+    private const int TrainRows = 32;
+
+    public string Name => "latency";
+    public string Summary => "PredictionEngine p50/p90/p99 vs batched Transform rows/s of a reloaded MiniLM + LoRA classifier, with a breakdown";
+
+    public sealed class Review { public string Text { get; set; } = ""; public bool Label { get; set; } }
+    public sealed class ReviewPrediction { public float Probability { get; set; } public bool PredictedLabel { get; set; } }
+
+    public int Run(BenchmarkOptions options)
+    {
+        string loadBefore = MachineInfo.LoadAverage();
+        var reviews = TrainBenchmark.ReadReviews(TrainBenchmark.FindReviews())
+            .Select(r => new Review { Text = r.Text, Label = r.Label == 1 }).ToList();
+        var ml = new MLContext(seed: 1);
+        string zip = Path.Combine(Path.GetTempPath(), $"mlnet-finetune-latency-{Environment.ProcessId}.zip");
+        var trainData = ml.Data.LoadFromEnumerable(reviews.Take(TrainRows));
+        Console.Error.WriteLine($"training MiniLM + LoRA on {TrainRows} rows (1 epoch)...");
+        var fitted = ml.FineTune().Lora(new TextClassificationOptions { MaxSequenceLength = 64, Epochs = 1, BatchSize = 16, Seed = 1 })
+            .Fit(trainData);
+        ml.Model.Save(fitted, trainData.Schema, zip);
+        fitted.Adapted.Model.Dispose();
+        var model = ml.Model.Load(zip, out _);
+        File.Delete(zip);
+        var transformer = (MLNet.FineTune.Tasks.TextClassification.TextClassificationTransformer)model;
+        Console.Error.WriteLine($"reloaded; base dtype {transformer.Adapted.BaseDType}");
+
+        var engine = ml.Model.CreatePredictionEngine<Review, ReviewPrediction>(model);
+        var input = new Review { Text = ShortSentence };
+        int tokens = transformer.Adapted.Tokenizer.Encode(ShortSentence, addSpecialTokens: true).Ids.Count;
+        int warmup = Math.Max(options.Warmup, 20), runs = Math.Max(options.Runs, 200);
+        var single = Timings.Measure(() => engine.Predict(input), warmup, runs);
+
+        // Engine row rate and Transform row rate on the same rows (the sample reviews).
+        var data = ml.Data.LoadFromEnumerable(reviews);
+        var engineRows = Timings.Measure(() => { foreach (var r in reviews) engine.Predict(r); }, 1, 3);
+        var transformRows = Timings.Measure(() =>
+        {
+            var scored = model.Transform(data);
+            using var cursor = scored.GetRowCursor(scored.Schema.Where(c => c.Name == "Probability"));
+            var probability = cursor.GetGetter<float>(cursor.Schema["Probability"]);
+            float p = 0;
+            while (cursor.MoveNext()) probability(ref p);
+        }, 1, 3);
+        double engineRate = reviews.Count / (engineRows.Median / 1e3), transformRate = reviews.Count / (transformRows.Median / 1e3);
+
+        var breakdown = Breakdown(transformer, warmup, runs);
+        var classifierModel = transformer.Classifier;
+        var texts = reviews.Select(r => new MLNet.FineTune.Tasks.TextClassification.TextInput(r.Text, null)).ToList();
+        foreach (int b in new[] { 1, 8, 64 })
+        {
+            var direct = Timings.Measure(() => classifierModel.Predict(texts, b), 1, 3);
+            breakdown.Add(($"TextClassifierModel.Predict of the reviews, batch {b} (ms per row)", direct.Median / reviews.Count));
+        }
+        var sorted = texts.OrderBy(t => t.Text.Length).ToList();
+        var directSorted = Timings.Measure(() => classifierModel.Predict(sorted, 64), 1, 3);
+        breakdown.Add(($"TextClassifierModel.Predict of the reviews sorted by length, batch 64 (ms per row)", directSorted.Median / reviews.Count));
+        if (transformer.Adapted.BaseDType != ScalarType.Float32)
+        {
+            using var f32 = new BaseDTypeScope(transformer.Adapted.Model, ScalarType.Float32);
+            var transformF32 = Timings.Measure(() =>
+            {
+                var scored = model.Transform(data);
+                using var cursor = scored.GetRowCursor(scored.Schema.Where(c => c.Name == "Probability"));
+                var probability = cursor.GetGetter<float>(cursor.Schema["Probability"]);
+                float p = 0;
+                while (cursor.MoveNext()) probability(ref p);
+            }, 1, 3);
+            breakdown.Add(("Transform of the reviews, base cast to Float32 (ms per row)", transformF32.Median / reviews.Count));
+            breakdown.Add(("Transform of the reviews, as held (ms per row)", transformRows.Median / reviews.Count));
+        }
+        string loadAfter = MachineInfo.LoadAverage();
+
+        Console.WriteLine($"### Serving latency (`latency`): MiniLM + LoRA classifier trained on {TrainRows} rows, reloaded from model.zip");
+        Console.WriteLine();
+        Console.WriteLine(MachineInfo.DescribeRun(loadBefore, loadAfter));
+        Console.WriteLine();
+        Console.WriteLine($"Base held in {transformer.Adapted.BaseDType}, scored as held. Short sentence \"{ShortSentence}\" ({tokens} tokens); " +
+                          $"{warmup} warm-up calls, {runs} timed. Transform and engine row rates on the {reviews.Count} sample reviews " +
+                          $"(`samples/SentimentAnalysis/Data/reviews.tsv`), median of 3 passes, scoring batch 64.");
+        Console.WriteLine();
+        Console.WriteLine(Markdown.Table(["measure", "value"],
+        [
+            ["PredictionEngine p50 (ms)", F(Percentile(single, 0.50), 2)],
+            ["PredictionEngine p90 (ms)", F(Percentile(single, 0.90), 2)],
+            ["PredictionEngine p99 (ms)", F(Percentile(single, 0.99), 2)],
+            ["PredictionEngine rows/s (reviews)", F(engineRate, 1)],
+            ["Transform rows/s (reviews)", F(transformRate, 1)],
+            ["Transform / engine row rate", F(transformRate / engineRate, 1) + "x"],
+        ]));
+        Console.WriteLine(Markdown.Table(["one call, short sentence", "median ms"], breakdown.Select(b => (IReadOnlyList<string>)[b.Name, F(b.Ms, 3)])));
+        return 0;
+    }
+
+    /// <summary>The stages of one single-row score, timed one by one on the transformer's model: what the engine call
+    /// costs beyond them is ML.NET's plumbing and the scorer's own work.</summary>
+    private static List<(string Name, double Ms)> Breakdown(MLNet.FineTune.Tasks.TextClassification.TextClassificationTransformer transformer, int warmup, int runs)
+    {
+        var adapted = transformer.Adapted;
+        var classifier = (SequenceClassificationModel)adapted.Model;
+        long pad = adapted.Tokenizer.PadTokenId ?? 0;
+        long[] ids = [], types = [];
+        var tokenize = Timings.Measure(() =>
+        {
+            var e = adapted.Tokenizer.Encode(ShortSentence, addSpecialTokens: true, maxLength: 64);
+            ids = e.Ids.Select(i => (long)i).ToArray();
+            types = e.TokenTypeIds.Select(i => (long)i).ToArray();
+        }, warmup, runs);
+        var collate = Timings.Measure(() =>
+        {
+            using var scope = NewDisposeScope();
+            Collate.Encoder([ids], pad, tokenTypeIds: [types], device: adapted.Device);
+        }, warmup, runs);
+        var result = new List<(string, double)> { ("tokenize", tokenize.Median), ("collate (tensors)", collate.Median) };
+        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+        {
+            if (adapted.BaseDType == ScalarType.Float32 && dtype == ScalarType.BFloat16) continue;
+            var forward = Timings.Measure(() =>
+            {
+                using var noGrad = no_grad();
+                using var scope = NewDisposeScope();
+                var batch = Collate.Encoder([ids], pad, tokenTypeIds: [types], device: adapted.Device);
+                using var autocast = dtype == ScalarType.Float32 ? null : new BaseDTypeScope(classifier, dtype);
+                var logits = classifier.call(batch).to_type(ScalarType.Float32);
+                nn.functional.softmax(logits, dim: 1).cpu().data<float>().ToArray();
+            }, warmup, runs);
+            result.Add(($"collate + forward + softmax + copy back, base in {dtype} weights", forward.Median));
+        }
+        foreach (int threads in new[] { 1, torch.get_num_threads() }.Distinct())
+        {
+            int before = torch.get_num_threads();
+            torch.set_num_threads(threads);
+            var forward = Timings.Measure(() =>
+            {
+                using var noGrad = no_grad();
+                using var scope = NewDisposeScope();
+                var batch = Collate.Encoder([ids], pad, tokenTypeIds: [types], device: adapted.Device);
+                classifier.call(batch);
+            }, warmup, runs);
+            torch.set_num_threads(before);
+            result.Add(($"forward as scored, {threads} torch thread(s)", forward.Median));
+        }
+        return result;
+    }
+
+    /// <summary>Temporarily casts the frozen base's bf16/f32 weights for a comparison run; restores them on dispose.</summary>
+    private sealed class BaseDTypeScope : IDisposable
+    {
+        private readonly List<(Tensor Parameter, Tensor Original)> _saved = [];
+
+        public BaseDTypeScope(nn.Module model, ScalarType dtype)
+        {
+            using var noGrad = no_grad();
+            foreach (var (_, p) in model.named_parameters())
+                if (!p.requires_grad && p.dtype != dtype && torch.is_floating_point(p))
+                {
+                    _saved.Add((p, p.detach().clone()));
+                    p.set_(p.to_type(dtype));
+                }
+        }
+
+        public void Dispose()
+        {
+            using var noGrad = no_grad();
+            foreach (var (p, original) in _saved) { p.set_(original); }
+        }
+    }
+
+    private static double Percentile(Timings timings, double q)
+    {
+        var sorted = timings.Milliseconds.Order().ToArray();
+        return sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1)];
+    }
+
+    private static string F(double value, int decimals) => ForwardBenchmark.F(value, decimals);
+}
