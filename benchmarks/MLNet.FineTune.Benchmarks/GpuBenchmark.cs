@@ -44,6 +44,10 @@ internal sealed class GpuBenchmark : IBenchmark
             (d, tiny, w, r) => EncoderInference(d, tiny ? Tiny : BertBase, tiny ? 4 : 32, tiny ? 16 : 128, qa: false, w, r)),
         new("bert-qa-infer", "BERT-base QA inference, batch 32 x 384", "n/a",
             (d, tiny, w, r) => EncoderInference(d, tiny ? Tiny : BertBase, tiny ? 4 : 32, tiny ? 24 : 384, qa: true, w, r)),
+        new("bert-infer-f32", "BERT-base seq-cls inference, base in float32 (batch-invariant scoring), batch 32 x 128", "n/a",
+            (d, tiny, w, r) => EncoderInference(d, tiny ? Tiny : BertBase, tiny ? 4 : 32, tiny ? 16 : 128, qa: false, w, r, ScalarType.Float32)),
+        new("api", "Public API on the device: MiniLM-shape LoRA classifier fitted, saved, reloaded; PredictionEngine p50 on a short sentence vs Transform rows/s", "n/a",
+            (d, tiny, w, r) => PublicApi(d, tiny ? Tiny : MiniLm, w, r)),
         new("llama", "Llama-3.2-1B shape causal LM, LoRA r=16 all linear, batch 8 x 1024", "46,529 tokens/s, 28.6 GB; torch.compile 72,213 tokens/s",
             (d, tiny, w, r) => CausalStep(d, tiny ? TinyLlama : Llama1B, tiny ? 2 : 8, tiny ? 32 : 1024, w, r)),
     ];
@@ -164,13 +168,14 @@ internal sealed class GpuBenchmark : IBenchmark
     }
 
     /// <summary>Forward passes of the same encoder in eval mode without gradients; rows/s.</summary>
-    private static WorkloadResult EncoderInference(Device device, string configJson, int batch, int tokens, bool qa, int warmup, int runs)
+    private static WorkloadResult EncoderInference(Device device, string configJson, int batch, int tokens, bool qa, int warmup, int runs,
+        ScalarType baseDType = ScalarType.BFloat16)
     {
         manual_seed(0);
         var config = HfConfig.Parse(configJson, "benchmark config");
         nn.Module model = qa ? ModelFactory.CreateQuestionAnswering(config) : ModelFactory.CreateSequenceClassification(config, 2);
         using var disposeModel = model;
-        model.to(ScalarType.BFloat16);
+        model.to(baseDType);
         PeftModel.Inject(model, new LoraConfig { Rank = 8, Alpha = 16, TargetModules = ["query", "value"] });
         model.to(device);
         model.eval();
@@ -186,6 +191,47 @@ internal sealed class GpuBenchmark : IBenchmark
             synchronize(device);
         }, warmup, runs);
         return new WorkloadResult("ms/forward", times.Median, times.Min, times.Max, $"{F(batch / (times.Median / 1e3), 0)} rows/s", "");
+    }
+
+    /// <summary>The public API with MLContext.GpuDeviceId (FallbackToCpu off, so a CPU run on a CUDA machine would fail):
+    /// a random-weight encoder folder with a vocabulary of the sample reviews' words, fitted, saved, reloaded and scored.</summary>
+    private static WorkloadResult PublicApi(Device device, string configJson, int warmup, int runs)
+    {
+        string folder = RandomEncoderFolder(configJson);
+        try
+        {
+            var ml = new Microsoft.ML.MLContext(seed: 1);
+            if (device.type == DeviceType.CUDA) { ml.GpuDeviceId = 0; ml.FallbackToCpu = false; }
+            var serving = LatencyBenchmark.MeasureServing(ml, folder, Math.Max(warmup, 20), Math.Max(runs, 100));
+            return new WorkloadResult("PredictionEngine ms", serving.P(0.5), serving.Single.Min, serving.P(0.99),
+                $"engine {F(serving.EngineRate, 0)} rows/s, Transform {F(serving.TransformRate, 0)} rows/s ({F(serving.TransformRate / serving.EngineRate, 1)}x)",
+                $"p90 {F(serving.P(0.9), 2)} ms, max shown is p99");
+        }
+        finally { Directory.Delete(folder, recursive: true); }
+    }
+
+    /// <summary>A Hugging Face BERT folder with random weights of <paramref name="configJson"/>'s shape and a WordPiece
+    /// vocabulary of the sample reviews' lower-case words (plus single characters), so real text tokenizes.</summary>
+    private static string RandomEncoderFolder(string configJson)
+    {
+        var folder = Directory.CreateTempSubdirectory("mlnet-finetune-gpu-model-").FullName;
+        var words = TrainBenchmark.ReadReviews(TrainBenchmark.FindReviews())
+            .SelectMany(r => System.Text.RegularExpressions.Regex.Split(r.Text.ToLowerInvariant(), @"[^a-z']+"))
+            .Where(w => w.Length > 0).Distinct().Order(StringComparer.Ordinal);
+        var characters = Enumerable.Range(33, 94).Select(c => ((char)c).ToString());
+        var vocab = new List<string> { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" };
+        vocab.AddRange(characters.Concat(characters.Select(c => "##" + c)).Concat(words).Distinct());
+        var config = System.Text.Json.Nodes.JsonNode.Parse(configJson)!.AsObject();
+        int vocabSize = config["vocab_size"]!.GetValue<int>();
+        for (int i = vocab.Count; i < vocabSize; i++) vocab.Add($"[unused{i}]");
+        File.WriteAllLines(Path.Combine(folder, "vocab.txt"), vocab.Take(Math.Max(vocabSize, vocab.Count)));
+        config["vocab_size"] = Math.Max(vocabSize, vocab.Count);
+        File.WriteAllText(Path.Combine(folder, "config.json"), config.ToJsonString());
+        File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), """{"do_lower_case": true, "model_max_length": 512}""");
+        manual_seed(0);
+        using var model = ModelFactory.CreateBaseModel(HfConfig.Load(folder));
+        SafeTensors.Save(Path.Combine(folder, "model.safetensors"), model.state_dict());
+        return folder;
     }
 
     /// <summary>One LoRA training step of a Llama-shaped causal LM on random tokens: shifted cross-entropy, tokens/s.</summary>

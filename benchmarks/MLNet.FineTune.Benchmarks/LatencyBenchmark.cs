@@ -26,28 +26,35 @@ internal sealed class LatencyBenchmark : IBenchmark
     public sealed class Review { public string Text { get; set; } = ""; public bool Label { get; set; } }
     public sealed class ReviewPrediction { public float Probability { get; set; } public bool PredictedLabel { get; set; } }
 
-    public int Run(BenchmarkOptions options)
+    /// <summary>What <see cref="MeasureServing"/> measured.</summary>
+    internal sealed record Serving(ITransformer Model, IDataView Data, List<Review> Reviews, int Tokens, Timings Single, Timings EngineRows, Timings TransformRows)
     {
-        string loadBefore = MachineInfo.LoadAverage();
+        public double EngineRate => Reviews.Count / (EngineRows.Median / 1e3);
+        public double TransformRate => Reviews.Count / (TransformRows.Median / 1e3);
+        public double P(double q) => Percentile(Single, q);
+    }
+
+    /// <summary>Trains a LoRA classifier on <paramref name="baseModel"/> (null: MiniLM) through the public API in
+    /// <paramref name="ml"/>'s device, saves and reloads model.zip, and times PredictionEngine and Transform.</summary>
+    internal static Serving MeasureServing(MLContext ml, string? baseModel, int warmup, int runs)
+    {
         var reviews = TrainBenchmark.ReadReviews(TrainBenchmark.FindReviews())
             .Select(r => new Review { Text = r.Text, Label = r.Label == 1 }).ToList();
-        var ml = new MLContext(seed: 1);
         string zip = Path.Combine(Path.GetTempPath(), $"mlnet-finetune-latency-{Environment.ProcessId}.zip");
         var trainData = ml.Data.LoadFromEnumerable(reviews.Take(TrainRows));
-        Console.Error.WriteLine($"training MiniLM + LoRA on {TrainRows} rows (1 epoch)...");
-        var fitted = ml.FineTune().Lora(new TextClassificationOptions { MaxSequenceLength = 64, Epochs = 1, BatchSize = 16, Seed = 1 })
+        Console.Error.WriteLine($"training {baseModel ?? "MiniLM"} + LoRA on {TrainRows} rows (1 epoch)...");
+        var fitted = ml.FineTune().Lora(new TextClassificationOptions { BaseModel = baseModel, MaxSequenceLength = 64, Epochs = 1, BatchSize = 16, Seed = 1 })
             .Fit(trainData);
         ml.Model.Save(fitted, trainData.Schema, zip);
         fitted.Adapted.Model.Dispose();
         var model = ml.Model.Load(zip, out _);
         File.Delete(zip);
         var transformer = (MLNet.FineTune.Tasks.TextClassification.TextClassificationTransformer)model;
-        Console.Error.WriteLine($"reloaded; base dtype {transformer.Adapted.BaseDType}");
+        Console.Error.WriteLine($"reloaded on {transformer.Adapted.Device}; base dtype {transformer.Adapted.BaseDType}");
 
         var engine = ml.Model.CreatePredictionEngine<Review, ReviewPrediction>(model);
         var input = new Review { Text = ShortSentence };
         int tokens = transformer.Adapted.Tokenizer.Encode(ShortSentence, addSpecialTokens: true).Ids.Count;
-        int warmup = Math.Max(options.Warmup, 20), runs = Math.Max(options.Runs, 200);
         var single = Timings.Measure(() => engine.Predict(input), warmup, runs);
 
         // Engine row rate and Transform row rate on the same rows (the sample reviews).
@@ -61,7 +68,18 @@ internal sealed class LatencyBenchmark : IBenchmark
             float p = 0;
             while (cursor.MoveNext()) probability(ref p);
         }, 1, 3);
-        double engineRate = reviews.Count / (engineRows.Median / 1e3), transformRate = reviews.Count / (transformRows.Median / 1e3);
+        return new Serving(model, data, reviews, tokens, single, engineRows, transformRows);
+    }
+
+    public int Run(BenchmarkOptions options)
+    {
+        string loadBefore = MachineInfo.LoadAverage();
+        var ml = new MLContext(seed: 1);
+        int warmup = Math.Max(options.Warmup, 20), runs = Math.Max(options.Runs, 200);
+        var serving = MeasureServing(ml, null, warmup, runs);
+        var (model, data, reviews, tokens, single, transformRows) = (serving.Model, serving.Data, serving.Reviews, serving.Tokens, serving.Single, serving.TransformRows);
+        var transformer = (MLNet.FineTune.Tasks.TextClassification.TextClassificationTransformer)model;
+        double engineRate = serving.EngineRate, transformRate = serving.TransformRate;
 
         var breakdown = Breakdown(transformer, warmup, runs);
         var classifierModel = transformer.Classifier;
@@ -159,6 +177,25 @@ internal sealed class LatencyBenchmark : IBenchmark
             torch.set_num_threads(before);
             result.Add(($"forward as scored, {threads} torch thread(s)", forward.Median));
         }
+        Console.Error.WriteLine($"calling-thread OpenMP limit available: {MLNet.FineTune.Runtime.CallingThreadIntraOp.Available}");
+        var reviewTexts = TrainBenchmark.ReadReviews(TrainBenchmark.FindReviews()).Select(r => r.Text).ToList();
+        foreach (int rows in new[] { 1, 2, 4, 8, 16, 64 })
+        {
+            var encoded = (rows == 1 ? [ShortSentence] : reviewTexts.Take(rows)).Select(t => adapted.Tokenizer.Encode(t, addSpecialTokens: true, maxLength: 64))
+                .Select(e => (IReadOnlyList<long>)e.Ids.Select(i => (long)i).ToArray()).ToList();
+            int width = encoded.Max(e => e.Count);
+            foreach (bool single in Environment.GetEnvironmentVariable("S_SINGLE") == "0" ? new[] { false } : new[] { false, true })
+            {
+                var forward = Timings.Measure(() =>
+                {
+                    using var limit = single ? MLNet.FineTune.Runtime.CallingThreadIntraOp.SingleThreaded() : default;
+                    using var noGrad = no_grad();
+                    using var scope = NewDisposeScope();
+                    classifier.call(Collate.Encoder(encoded, pad, device: adapted.Device));
+                }, rows > 8 ? 2 : warmup, rows > 8 ? 10 : runs);
+                result.Add(($"forward {rows} x {width} tokens, {(single ? "calling thread only" : "all torch threads")}", forward.Median));
+            }
+        }
         return result;
     }
 
@@ -185,7 +222,7 @@ internal sealed class LatencyBenchmark : IBenchmark
         }
     }
 
-    private static double Percentile(Timings timings, double q)
+    internal static double Percentile(Timings timings, double q)
     {
         var sorted = timings.Milliseconds.Order().ToArray();
         return sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(q * sorted.Length) - 1)];
