@@ -145,7 +145,7 @@ internal sealed class GpuBenchmark : IBenchmark
         nn.Module model = qa ? ModelFactory.CreateQuestionAnswering(config) : ModelFactory.CreateSequenceClassification(config, 2);
         using var disposeModel = model;
         model.to(ScalarType.BFloat16); // frozen base in bf16; the adapters and the head are injected in float32
-        var peft = PeftModel.Inject(model, new LoraConfig { Rank = 8, Alpha = 16, Dropout = 0.1, TargetModules = ["query", "value"] });
+        var peft = PeftModel.Inject(model, new LoraOptions { Rank = 8, Alpha = 16, Dropout = 0.1, TargetModules = ["query", "value"] });
         model.to(device);
         int vocab = config.GetInt("vocab_size");
         var ids = randint(vocab, [batch, tokens], ScalarType.Int64, device);          // (B, T)
@@ -176,7 +176,7 @@ internal sealed class GpuBenchmark : IBenchmark
         nn.Module model = qa ? ModelFactory.CreateQuestionAnswering(config) : ModelFactory.CreateSequenceClassification(config, 2);
         using var disposeModel = model;
         model.to(baseDType);
-        PeftModel.Inject(model, new LoraConfig { Rank = 8, Alpha = 16, TargetModules = ["query", "value"] });
+        PeftModel.Inject(model, new LoraOptions { Rank = 8, Alpha = 16, TargetModules = ["query", "value"] });
         model.to(device);
         model.eval();
         int vocab = config.GetInt("vocab_size");
@@ -240,10 +240,10 @@ internal sealed class GpuBenchmark : IBenchmark
         manual_seed(0);
         var config = HfConfig.Parse(configJson, "benchmark config");
         var clock = Stopwatch.StartNew();
-        var model = CausalModelFactory.CreateCausalLM(config);
+        var model = ModelFactory.CreateCausalLM(config);
         using var disposeModel = model;
         model.to(ScalarType.BFloat16);
-        var peft = PeftModel.Inject(model, new LoraConfig
+        var peft = PeftModel.Inject(model, new LoraOptions
         {
             Rank = 16, Alpha = 32, Dropout = 0.05,
             TargetModules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -277,16 +277,16 @@ internal sealed class GpuBenchmark : IBenchmark
             Parameters = parameters,
             ExampleCount = 1,
             ExampleLengths = [1],
-            Options = new TrainerOptions
+            Options = new TrainingOptions
             {
                 BatchSize = 1,
                 MaxSteps = warmup + runs + 1,
                 LearningRate = 1e-4,
-                EvaluationStrategy = EvaluationStrategy.None,
+                WarmupRatio = 0,
                 Progress = new Stamps(stamps),
                 LoggingSteps = 1000,
-                Log = _ => { },
             },
+            Log = _ => { },
             ComputeLoss = _ => loss(),
         });
         synchronize(device);
