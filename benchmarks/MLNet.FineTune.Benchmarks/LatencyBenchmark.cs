@@ -43,7 +43,8 @@ internal sealed class LatencyBenchmark : IBenchmark
         string zip = Path.Combine(Path.GetTempPath(), $"mlnet-finetune-latency-{Environment.ProcessId}.zip");
         var trainData = ml.Data.LoadFromEnumerable(reviews.Take(TrainRows));
         Console.Error.WriteLine($"training {baseModel ?? "MiniLM"} + LoRA on {TrainRows} rows (1 epoch)...");
-        var fitted = ml.FineTune().Lora(new TextClassificationOptions { BaseModel = baseModel, MaxSequenceLength = 64, Epochs = 1, BatchSize = 16, Seed = 1 })
+        var fitted = ml.FineTune().Lora(new TextClassificationOptions { BaseModel = baseModel, MaxSequenceLength = 64, Epochs = 1, BatchSize = 16, Seed = 1,
+            ScoringPrecision = ScoringPrecision.AsTrained })
             .Fit(trainData);
         ml.Model.Save(fitted, trainData.Schema, zip);
         fitted.Adapted.Model.Dispose();
@@ -81,6 +82,34 @@ internal sealed class LatencyBenchmark : IBenchmark
         var transformer = (MLNet.FineTune.Tasks.TextClassification.TextClassificationTransformer)model;
         double engineRate = serving.EngineRate, transformRate = serving.TransformRate;
 
+        // Before/after the single-row fix, alternating in rounds so both see the same machine load.
+        var engine = ml.Model.CreatePredictionEngine<Review, ReviewPrediction>(model);
+        var input = new Review { Text = ShortSentence };
+        var before = new List<double>();
+        var after = new List<double>();
+        for (int round = 0; round < 6; round++)
+            foreach (bool fixedPath in new[] { false, true })
+            {
+                MLNet.FineTune.Runtime.CallingThreadIntraOp.Enabled = fixedPath;
+                (fixedPath ? after : before).AddRange(Timings.Measure(() => engine.Predict(input), 5, runs / 4).Milliseconds);
+            }
+        MLNet.FineTune.Runtime.CallingThreadIntraOp.Enabled = true;
+        var beforeTimings = new Timings(before);
+        var afterTimings = new Timings(after);
+
+        // Batch invariance on MiniLM: the reviews alone (engine) vs in Transform's batches of 64, in both precisions.
+        var invariance = new List<(string Precision, double MaxDifference, double TransformRate, double EngineP50)>();
+        foreach (var precision in new[] { "as trained (" + transformer.Adapted.BaseDType + ")", "float32" })
+        {
+            if (precision == "float32") transformer.Adapted.HoldFrozenWeightsInFloat32(); // what ScoringPrecision.Float32 does
+            var alone = reviews.Select(r => engine.Predict(r).Probability).ToArray();
+            var batched = ml.Data.CreateEnumerable<ReviewPrediction>(model.Transform(data), reuseRowObject: false).Select(p => p.Probability).ToArray();
+            double maxDifference = alone.Zip(batched).Max(p => Math.Abs((double)p.First - p.Second));
+            var rate = Timings.Measure(() => ml.Data.CreateEnumerable<ReviewPrediction>(model.Transform(data), reuseRowObject: false).Count(), 1, 3);
+            var p50 = Timings.Measure(() => engine.Predict(input), warmup, runs / 2);
+            invariance.Add((precision, maxDifference, reviews.Count / (rate.Median / 1e3), p50.Median));
+        }
+
         var breakdown = Breakdown(transformer, warmup, runs);
         var classifierModel = transformer.Classifier;
         var texts = reviews.Select(r => new MLNet.FineTune.Tasks.TextClassification.TextInput(r.Text, null)).ToList();
@@ -92,20 +121,6 @@ internal sealed class LatencyBenchmark : IBenchmark
         var sorted = texts.OrderBy(t => t.Text.Length).ToList();
         var directSorted = Timings.Measure(() => classifierModel.Predict(sorted, 64), 1, 3);
         breakdown.Add(($"TextClassifierModel.Predict of the reviews sorted by length, batch 64 (ms per row)", directSorted.Median / reviews.Count));
-        if (transformer.Adapted.BaseDType != ScalarType.Float32)
-        {
-            using var f32 = new BaseDTypeScope(transformer.Adapted.Model, ScalarType.Float32);
-            var transformF32 = Timings.Measure(() =>
-            {
-                var scored = model.Transform(data);
-                using var cursor = scored.GetRowCursor(scored.Schema.Where(c => c.Name == "Probability"));
-                var probability = cursor.GetGetter<float>(cursor.Schema["Probability"]);
-                float p = 0;
-                while (cursor.MoveNext()) probability(ref p);
-            }, 1, 3);
-            breakdown.Add(("Transform of the reviews, base cast to Float32 (ms per row)", transformF32.Median / reviews.Count));
-            breakdown.Add(("Transform of the reviews, as held (ms per row)", transformRows.Median / reviews.Count));
-        }
         string loadAfter = MachineInfo.LoadAverage();
 
         Console.WriteLine($"### Serving latency (`latency`): MiniLM + LoRA classifier trained on {TrainRows} rows, reloaded from model.zip");
@@ -125,6 +140,13 @@ internal sealed class LatencyBenchmark : IBenchmark
             ["Transform rows/s (reviews)", F(transformRate, 1)],
             ["Transform / engine row rate", F(transformRate / engineRate, 1) + "x"],
         ]));
+        Console.WriteLine(Markdown.Table(["PredictionEngine, short sentence, alternating rounds", "p50 ms", "p90 ms", "p99 ms"],
+        [
+            ["all torch threads (before)", F(Percentile(beforeTimings, 0.5), 2), F(Percentile(beforeTimings, 0.9), 2), F(Percentile(beforeTimings, 0.99), 2)],
+            ["calling thread only (after)", F(Percentile(afterTimings, 0.5), 2), F(Percentile(afterTimings, 0.9), 2), F(Percentile(afterTimings, 0.99), 2)],
+        ]));
+        Console.WriteLine(Markdown.Table(["scoring precision", "max P(alone) - P(batch of 64), reviews", "Transform rows/s", "engine p50 ms"],
+            invariance.Select(i => (IReadOnlyList<string>)[i.Precision, i.MaxDifference.ToString("E2", CultureInfo.InvariantCulture), F(i.TransformRate, 1), F(i.EngineP50, 2)])));
         Console.WriteLine(Markdown.Table(["one call, short sentence", "median ms"], breakdown.Select(b => (IReadOnlyList<string>)[b.Name, F(b.Ms, 3)])));
         return 0;
     }
@@ -149,20 +171,6 @@ internal sealed class LatencyBenchmark : IBenchmark
             Collate.Encoder([ids], pad, tokenTypeIds: [types], device: adapted.Device);
         }, warmup, runs);
         var result = new List<(string, double)> { ("tokenize", tokenize.Median), ("collate (tensors)", collate.Median) };
-        foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 })
-        {
-            if (adapted.BaseDType == ScalarType.Float32 && dtype == ScalarType.BFloat16) continue;
-            var forward = Timings.Measure(() =>
-            {
-                using var noGrad = no_grad();
-                using var scope = NewDisposeScope();
-                var batch = Collate.Encoder([ids], pad, tokenTypeIds: [types], device: adapted.Device);
-                using var autocast = dtype == ScalarType.Float32 ? null : new BaseDTypeScope(classifier, dtype);
-                var logits = classifier.call(batch).to_type(ScalarType.Float32);
-                nn.functional.softmax(logits, dim: 1).cpu().data<float>().ToArray();
-            }, warmup, runs);
-            result.Add(($"collate + forward + softmax + copy back, base in {dtype} weights", forward.Median));
-        }
         foreach (int threads in new[] { 1, torch.get_num_threads() }.Distinct())
         {
             int before = torch.get_num_threads();
@@ -184,7 +192,7 @@ internal sealed class LatencyBenchmark : IBenchmark
             var encoded = (rows == 1 ? [ShortSentence] : reviewTexts.Take(rows)).Select(t => adapted.Tokenizer.Encode(t, addSpecialTokens: true, maxLength: 64))
                 .Select(e => (IReadOnlyList<long>)e.Ids.Select(i => (long)i).ToArray()).ToList();
             int width = encoded.Max(e => e.Count);
-            foreach (bool single in Environment.GetEnvironmentVariable("S_SINGLE") == "0" ? new[] { false } : new[] { false, true })
+            foreach (bool single in new[] { false, true })
             {
                 var forward = Timings.Measure(() =>
                 {
@@ -197,29 +205,6 @@ internal sealed class LatencyBenchmark : IBenchmark
             }
         }
         return result;
-    }
-
-    /// <summary>Temporarily casts the frozen base's bf16/f32 weights for a comparison run; restores them on dispose.</summary>
-    private sealed class BaseDTypeScope : IDisposable
-    {
-        private readonly List<(Tensor Parameter, Tensor Original)> _saved = [];
-
-        public BaseDTypeScope(nn.Module model, ScalarType dtype)
-        {
-            using var noGrad = no_grad();
-            foreach (var (_, p) in model.named_parameters())
-                if (!p.requires_grad && p.dtype != dtype && torch.is_floating_point(p))
-                {
-                    _saved.Add((p, p.detach().clone()));
-                    p.set_(p.to_type(dtype));
-                }
-        }
-
-        public void Dispose()
-        {
-            using var noGrad = no_grad();
-            foreach (var (p, original) in _saved) { p.set_(original); }
-        }
     }
 
     internal static double Percentile(Timings timings, double q)

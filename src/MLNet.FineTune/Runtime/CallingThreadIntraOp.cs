@@ -20,10 +20,13 @@ internal static class CallingThreadIntraOp
     /// <summary>Whether <see cref="SingleThreaded"/> can limit the threads on this system.</summary>
     public static bool Available => Functions.Value is not null;
 
+    /// <summary>False turns <see cref="SingleThreaded"/> into a no-op: for the latency benchmark's before/after runs.</summary>
+    internal static bool Enabled { get; set; } = true;
+
     /// <summary>Until disposed, libtorch's CPU operators started on this thread use only this thread.</summary>
     public static Scope SingleThreaded()
     {
-        var api = Functions.Value;
+        var api = Enabled ? Functions.Value : null;
         if (api is null) return default;
         // libtorch sets each thread's counts on its first parallel operator; do that first, or it would undo ours.
         torch.get_num_threads();
