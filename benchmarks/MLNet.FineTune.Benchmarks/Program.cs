@@ -12,6 +12,8 @@ IBenchmark[] benchmarks =
     new DropoutBenchmark(),
     new DropoutTrainBenchmark(),
     new CausalTrainBenchmark(),
+    new LatencyBenchmark(),
+    new GpuBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
@@ -41,7 +43,8 @@ catch (ArgumentException e)
 }
 
 TorchRuntime.EnsureLoaded();
-torch.set_num_threads(options.Threads);
+// Only when asked: set_num_threads also fixes MKL's count for this thread, which libtorch otherwise takes from OpenMP's.
+if (args.Contains("--threads")) torch.set_num_threads(options.Threads);
 return benchmark.Run(options);
 
 void PrintUsage(TextWriter writer)

@@ -234,7 +234,7 @@ internal sealed class TrainBenchmark : IBenchmark
     }
 
     /// <summary>The committed sample data, found by walking up from the program's folder and the working directory.</summary>
-    private static string FindReviews()
+    internal static string FindReviews()
     {
         foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
@@ -246,7 +246,7 @@ internal sealed class TrainBenchmark : IBenchmark
     }
 
     /// <summary>Rows of a tab-separated file with a header: sentence, label (integer).</summary>
-    private static List<(string Text, long Label)> ReadReviews(string path)
+    internal static List<(string Text, long Label)> ReadReviews(string path)
     {
         var rows = new List<(string, long)>();
         int lineNumber = 0;

@@ -54,6 +54,22 @@ internal sealed class AdaptedModel
     /// <summary>The dtype the frozen base is held in (adapters and the head stay float32).</summary>
     public ScalarType BaseDType { get; }
 
+    /// <summary>Tensors cast to float32 for scoring by <see cref="HoldFrozenWeightsInFloat32"/>, with the dtype they
+    /// are saved in (state-dict names); empty until then.</summary>
+    private readonly Dictionary<string, ScalarType> _savedDTypes = new(StringComparer.Ordinal);
+
+    /// <summary>Casts the frozen floating-point weights and buffers held in another dtype (a bfloat16 base) to float32
+    /// in place, so that scoring computes in float32 (<see cref="ScoringPrecision.Float32"/>); model.zip still stores
+    /// them in their original dtype (exact: float32 holds every bfloat16 value). Idempotent. Only for a model that is
+    /// done training: the optimizer's buffers are not touched, and the trainable tensors are already float32.</summary>
+    public void HoldFrozenWeightsInFloat32()
+    {
+        foreach (var (name, tensor) in Model.state_dict())
+            if (is_floating_point(tensor) && tensor.dtype != ScalarType.Float32) _savedDTypes[name] = tensor.dtype;
+        // Module.to re-registers each converted tensor (fields included); float32 ones (adapters, head) are left as they are.
+        if (_savedDTypes.Count > 0) Model.to(ScalarType.Float32);
+    }
+
     /// <summary>The base folder this model came from (null when it was loaded from a self-contained model.zip).</summary>
     public string? BaseFolder { get; }
 
@@ -174,7 +190,7 @@ internal sealed class AdaptedModel
     {
         CheckCanSave(storage);
         AdaptedModelZip.Write(payloads, storage, new AdaptedModelZip.Parts(Model, Peft, Tokenizer, _tokenizerFiles, Config, BaseDType,
-            BaseFolder, storage == BaseModelStorage.ByReference ? BaseSha256 : null));
+            BaseFolder, storage == BaseModelStorage.ByReference ? BaseSha256 : null, _savedDTypes));
     }
 
     /// <summary>Throws when this model cannot be saved with <paramref name="storage"/>; for callers that choose the

@@ -25,13 +25,18 @@ public abstract class FineTunedTransformer : ITransformer, ICanSaveModel
 
     private readonly BaseModelStorage _storage;
 
-    internal FineTunedTransformer(AdaptedModel adapted, BaseModelStorage storage, TrainingHistory? history)
+    internal FineTunedTransformer(AdaptedModel adapted, BaseModelStorage storage, TrainingHistory? history, ScoringPrecision scoringPrecision)
     {
         adapted.CheckCanSave(storage); // here, not in Save: ML.NET has already truncated the target file by then
+        if (scoringPrecision == ScoringPrecision.Float32) adapted.HoldFrozenWeightsInFloat32();
+        ScoringPrecision = scoringPrecision;
         Adapted = adapted;
         _storage = storage;
         TrainingHistory = history;
     }
+
+    /// <summary>The precision this transformer scores in (<see cref="FineTuneOptions.ScoringPrecision"/>).</summary>
+    public ScoringPrecision ScoringPrecision { get; }
 
     /// <summary>The adapted model this transformer scores with and saves.</summary>
     internal AdaptedModel Adapted { get; }

@@ -27,7 +27,8 @@ internal static class AdaptedModelZip
 
     /// <summary>What a saved model consists of.</summary>
     public sealed record Parts(nn.Module Model, PeftModel Peft, HfTokenizer Tokenizer, IReadOnlyDictionary<string, byte[]> TokenizerFiles,
-        HfConfig Config, ScalarType BaseDType, string? BaseFolder, string? BaseSha256);
+        HfConfig Config, ScalarType BaseDType, string? BaseFolder, string? BaseSha256,
+        IReadOnlyDictionary<string, ScalarType>? SavedDTypes = null);
 
     /// <summary>Writes the model into model.zip payloads: base config, tokenizer files, the method's config, and
     /// either every weight (self-contained) or the trained ones plus the base folder's path and hash.</summary>
@@ -41,12 +42,12 @@ internal static class AdaptedModelZip
         if (storage == BaseModelStorage.ByReference)
         {
             payloads.AddJson(StoredBasePayload, new StoredBaseModel(storage, parts.BaseFolder, parts.BaseSha256, parts.BaseDType.ToString()), ModelZipStorage.JsonOptions);
-            payloads.Add(TrainedStatePayload, s => SafeTensors.Write(s, TrainedState(parts.Model, parts.Peft)));
+            payloads.Add(TrainedStatePayload, s => WriteState(s, TrainedState(parts.Model, parts.Peft), parts.SavedDTypes));
         }
         else
         {
             payloads.AddJson(StoredBasePayload, new StoredBaseModel(storage, null, null, parts.BaseDType.ToString()), ModelZipStorage.JsonOptions);
-            payloads.Add(FullStatePayload, s => SafeTensors.Write(s, parts.Model.state_dict()));
+            payloads.Add(FullStatePayload, s => WriteState(s, parts.Model.state_dict(), parts.SavedDTypes));
         }
     }
 
@@ -99,6 +100,20 @@ internal static class AdaptedModelZip
         model.to(device);
         model.eval();
         return new Parts(model, peft, tokenizer, tokenizerFiles, config, baseDType, baseFolder, stored.Sha256);
+    }
+
+    /// <summary>Writes <paramref name="state"/>, each tensor named in <paramref name="savedDTypes"/> (held in float32 for
+    /// scoring) in its trained dtype, so the file is what training produced.</summary>
+    private static void WriteState(Stream stream, IReadOnlyDictionary<string, Tensor> state, IReadOnlyDictionary<string, ScalarType>? savedDTypes)
+    {
+        if (savedDTypes is null || savedDTypes.Count == 0)
+        {
+            SafeTensors.Write(stream, state);
+            return;
+        }
+        using var scope = NewDisposeScope();
+        var stored = state.ToDictionary(p => p.Key, p => savedDTypes.TryGetValue(p.Key, out var dtype) ? p.Value.to_type(dtype) : p.Value, StringComparer.Ordinal);
+        SafeTensors.Write(stream, stored);
     }
 
     /// <summary>The tensors that differ from the base checkpoint: trained parameters, and the base weights an

@@ -1,5 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
+using MLNet.FineTune.Runtime;
 
 namespace MLNet.FineTune.FineTuning.Scoring;
 
@@ -48,7 +49,9 @@ internal abstract class BatchScorer<TIn, TOut> : IBatchScorer
         {
             if (input.Position != cachedPosition)
             {
-                cached = Score([read()])[0];
+                // One row is too little work to share: on the calling thread alone it skips waking OpenMP's sleeping
+                // threads for every operator (docs/performance.md, serving latency).
+                using (CallingThreadIntraOp.SingleThreaded()) cached = Score([read()])[0];
                 cachedPosition = input.Position;
             }
             return cached;

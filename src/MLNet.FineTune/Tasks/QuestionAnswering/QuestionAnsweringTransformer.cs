@@ -43,19 +43,19 @@ public sealed class QuestionAnsweringTransformer : FineTunedTransformer
     internal sealed record Settings(string ContextColumn, string QuestionColumn, string AnswerColumn, string AnswerStartColumn,
         string ScoreColumn, string NoAnswerScoreColumn, int MaxSequenceLength, int DocStride, ContextWindowing Windowing,
         int NBest, int MaxAnswerLength, bool VersionTwoWithNegative, double NullScoreDifferenceThreshold, int ScoringBatchSize,
-        BaseModelStorage Storage)
+        BaseModelStorage Storage, ScoringPrecision ScoringPrecision = ScoringPrecision.Float32)
     {
         public static Settings From(QuestionAnsweringOptions o, bool versionTwo) => new(o.ContextColumnName, o.QuestionColumnName,
             o.PredictedAnswerColumnName, o.PredictedAnswerStartColumnName, o.ScoreColumnName, o.NoAnswerScoreColumnName,
             o.MaxSequenceLength, o.DocStride, o.ContextWindowing, o.NBest, o.MaxAnswerLength, versionTwo, o.NullScoreDifferenceThreshold,
-            o.ScoringBatchSize, o.BaseModelStorage);
+            o.ScoringBatchSize, o.BaseModelStorage, o.ScoringPrecision);
 
         public QaFeaturizer Featurizer(HfTokenizer tokenizer) => new(tokenizer, MaxSequenceLength, DocStride, padToMaxLength: false, Windowing);
         public QaPostProcessor PostProcessor() => new(NBest, MaxAnswerLength, VersionTwoWithNegative, NullScoreDifferenceThreshold);
     }
 
     internal QuestionAnsweringTransformer(QuestionAnswererModel model, Settings settings, TrainingHistory? history)
-        : base(model.Adapted, settings.Storage, history)
+        : base(model.Adapted, settings.Storage, history, settings.ScoringPrecision)
     {
         _model = model;
         _settings = settings;

@@ -86,7 +86,7 @@ public sealed class TextClassificationEstimator : FineTuningEstimator<TextClassi
         var result = Train(run, adapted, encoded.Select(e => e.Ids.Length).ToList(), Loss, evaluate, taskSettings, batch => DescribeTrainingRows(batch));
         var settings = new TextClassificationTransformer.Settings(Options.TextColumnName, Options.TextPairColumnName,
             Options.ScoreColumnName, Options.PredictedLabelColumnName, labels.Kind, labels.Names.ToArray(),
-            Options.MaxSequenceLength, Options.ScoringBatchSize, Options.BaseModelStorage);
+            Options.MaxSequenceLength, Options.ScoringBatchSize, Options.BaseModelStorage, Options.ScoringPrecision);
         return new TextClassificationTransformer(classifier, settings, result.History);
     }
 

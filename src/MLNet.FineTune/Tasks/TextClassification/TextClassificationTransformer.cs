@@ -38,14 +38,17 @@ public sealed class TextClassificationTransformer : FineTunedTransformer
     private const string SettingsPayload = "text_classification.json";
 
     private readonly TextClassifierModel _model;
+
+    internal TextClassifierModel Classifier => _model;
     private readonly Settings _settings;
 
     /// <summary>What the transformer needs besides the model, as saved in model.zip.</summary>
     internal sealed record Settings(string TextColumn, string? PairColumn, string ScoreColumn, string PredictedLabelColumn,
-        LabelKind LabelKind, string[] Labels, int MaxSequenceLength, int ScoringBatchSize, BaseModelStorage Storage);
+        LabelKind LabelKind, string[] Labels, int MaxSequenceLength, int ScoringBatchSize, BaseModelStorage Storage,
+        ScoringPrecision ScoringPrecision = ScoringPrecision.Float32);
 
     internal TextClassificationTransformer(TextClassifierModel model, Settings settings, TrainingHistory? history)
-        : base(model.Adapted, settings.Storage, history)
+        : base(model.Adapted, settings.Storage, history, settings.ScoringPrecision)
     {
         _model = model;
         _settings = settings;
