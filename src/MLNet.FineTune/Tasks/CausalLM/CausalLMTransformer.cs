@@ -39,11 +39,12 @@ public sealed class CausalLMTransformer : FineTunedTransformer
     /// <summary>What the transformer needs besides the model, as saved in model.zip.</summary>
     internal sealed record Settings(CausalLMDataFormat Format, string? TextColumn, string? PromptColumn, string? CompletionColumn,
         string? MessagesColumn, string GeneratedTextColumn, string GeneratedTokenCountColumn, int MaxSequenceLength, bool AppendEos,
-        GenerationOptions Generation, int ScoringBatchSize, BaseModelStorage Storage)
+        GenerationOptions Generation, int ScoringBatchSize, BaseModelStorage Storage,
+        ScoringPrecision ScoringPrecision = ScoringPrecision.Float32)
     {
         public static Settings From(CausalLMOptions o) => new(o.Format, o.TextColumnName, o.PromptColumnName, o.CompletionColumnName,
             o.MessagesColumnName, o.GeneratedTextColumnName, o.GeneratedTokenCountColumnName, o.MaxSequenceLength, o.AppendEos,
-            o.Generation, o.ScoringBatchSize, o.BaseModelStorage);
+            o.Generation, o.ScoringBatchSize, o.BaseModelStorage, o.ScoringPrecision);
 
         /// <summary>The column generation reads.</summary>
         public string InputColumn => Format switch
@@ -55,7 +56,7 @@ public sealed class CausalLMTransformer : FineTunedTransformer
     }
 
     internal CausalLMTransformer(CausalLMModel model, Settings settings, TrainingHistory? history)
-        : base(model.Adapted, settings.Storage, history)
+        : base(model.Adapted, settings.Storage, history, settings.ScoringPrecision)
     {
         settings.Generation.Validate();
         _model = model;
