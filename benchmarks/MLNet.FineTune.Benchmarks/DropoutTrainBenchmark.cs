@@ -90,7 +90,7 @@ internal sealed class DropoutTrainBenchmark : IBenchmark
         json["attention_probs_dropout_prob"] = attention;
         var model = ModelFactory.CreateQuestionAnswering(HfConfig.Parse(json.ToJsonString(), folder));
         ModelFactory.LoadPretrained(model, folder, ScalarType.BFloat16);
-        PeftModel.Inject(model, new LoraConfig
+        PeftModel.Inject(model, new LoraOptions
         {
             Rank = 16, Alpha = 32, Dropout = lora, TargetModules = ["query", "key", "value", "dense"],
             TaskType = PeftTaskType.QuestionAnswering,

@@ -38,7 +38,7 @@ internal sealed class ForwardBenchmark : IBenchmark
         var tokenizer = HfTokenizer.FromFolder(folder);
         var models = DTypes.ToDictionary(d => d, d => ModelFactory.FromPretrainedBaseModel(folder, d).Model);
         var bert = (BertModel)models[ScalarType.Float32];
-        var config = bert.Hyperparameters;
+        var config = bert.Settings;
         Console.Error.WriteLine($"model: {folder} ({config.NumHiddenLayers} layers, hidden {config.HiddenSize}, {config.NumAttentionHeads} heads, FFN {config.IntermediateSize})");
 
         var peaksBefore = MeasurePeaks(options);

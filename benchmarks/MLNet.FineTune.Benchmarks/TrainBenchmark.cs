@@ -123,7 +123,7 @@ internal sealed class TrainBenchmark : IBenchmark
         using var disposeModel = model;
         // The product's mixed-precision path: cast the base before injection, so the adapters and the head stay float32.
         if (dtype != ScalarType.Float32) model.to(dtype);
-        var peft = PeftModel.Inject(model, new LoraConfig { Rank = Rank, Alpha = Alpha, Dropout = LoraDropout, TargetModules = targets.Modules });
+        var peft = PeftModel.Inject(model, new LoraOptions { Rank = Rank, Alpha = Alpha, Dropout = LoraDropout, TargetModules = targets.Modules });
         var parameters = ParameterGroups.FromGroups(model, peft.ParameterGroups());
         var config = BertConfig.FromHf(model.Config);
         long padTokenId = tokenizer.PadTokenId ?? throw new InvalidOperationException("The MiniLM tokenizer has no pad token.");
@@ -131,16 +131,16 @@ internal sealed class TrainBenchmark : IBenchmark
         var collated = new List<(int Batch, int Width)>();
         using var stop = new CancellationTokenSource();
         var observer = new StopAfter(warmup, MeasuredTime, MinMeasuredSteps, stop);
-        var trainerOptions = new TrainerOptions
+        var trainerOptions = new TrainingOptions
         {
             BatchSize = batch,
             MaxSteps = warmup + 10_000, // a cap only: the observer cancels after MeasuredTime
             LearningRate = LearningRate,
-            EvaluationStrategy = EvaluationStrategy.None,
+            LengthBucketing = false,
+            WarmupRatio = 0,
             Progress = observer,
             CancellationToken = stop.Token,
             LoggingSteps = 10,
-            Log = message => Console.Error.WriteLine("  " + message),
         };
         var result = FineTuneTrainer.Train(new TrainingSetup
         {
@@ -149,6 +149,7 @@ internal sealed class TrainBenchmark : IBenchmark
             ExampleCount = examples.Count,
             ExampleLengths = examples.Select(e => e.Ids.Length).ToArray(),
             Options = trainerOptions,
+            Log = message => Console.Error.WriteLine("  " + message),
             ComputeLoss = indices =>
             {
                 var rows = indices.Select(i => examples[i]).ToList();
@@ -173,7 +174,7 @@ internal sealed class TrainBenchmark : IBenchmark
         var optimizerTimings = Timings.Measure(() =>
         {
             optimizer.ZeroGrad();
-            optimizer.ClipGradNorm(trainerOptions.MaxGradNorm ?? 0);
+            optimizer.ClipGradNorm(trainerOptions.MaxGradientNorm);
             optimizer.Step(LearningRate);
         }, options.Warmup + 1, 10 * options.Runs);
         return new Result(dtype, targets.Name, batch, peft.CountParameters().Trainable, warmup, steps, optimizerTimings, load);

@@ -27,6 +27,15 @@ public sealed class FineTuneCatalog
 
     // ---- Text classification ---------------------------------------------------------------------------------
 
+    /// <summary>Text classification with the method <paramref name="method"/> describes: any method's options
+    /// (<see cref="LoraOptions"/>, <see cref="DoraOptions"/>, <see cref="AdapterOptions"/>, <see cref="IA3Options"/>,
+    /// <see cref="FullFineTuneOptions"/>), e.g. one read from a file with <see cref="Peft.PeftConfigJson.Read"/>.</summary>
+    /// <param name="options">The task: columns, base model, training loop.</param>
+    /// <param name="method">The method and its settings.</param>
+    /// <exception cref="ArgumentException">No method reads these options, or a setting is invalid (named).</exception>
+    public TextClassificationEstimator TextClassification(TextClassificationOptions options, MethodOptions method) =>
+        new(Environment, options, method);
+
     /// <summary>Text classification with LoRA (Hu et al., 2021): low-rank updates of the attention (and optionally
     /// feed-forward) weights; the encoder stays frozen.</summary>
     /// <param name="options">The task: columns, base model, training loop.</param>
@@ -109,6 +118,14 @@ public sealed class FineTuneCatalog
     };
 
     // ---- Question answering ----------------------------------------------------------------------------------
+
+    /// <summary>Extractive question answering with the method <paramref name="method"/> describes (any method's
+    /// options, as for <see cref="TextClassification"/>).</summary>
+    /// <param name="options">The task: columns, windows, answer limits, base model, training loop.</param>
+    /// <param name="method">The method and its settings.</param>
+    /// <exception cref="ArgumentException">No method reads these options, or a setting is invalid (named).</exception>
+    public QuestionAnsweringEstimator QuestionAnswering(QuestionAnsweringOptions options, MethodOptions method) =>
+        new(Environment, options, method);
 
     /// <summary>Extractive question answering (SQuAD v1.1/v2.0) with LoRA: low-rank updates of the encoder's linear
     /// layers plus a new span head (qa_outputs), trained on every window of every question as run_qa.py does.</summary>

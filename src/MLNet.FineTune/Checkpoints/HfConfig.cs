@@ -1,5 +1,7 @@
+using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 
 namespace MLNet.FineTune.Checkpoints;
 
@@ -67,6 +69,40 @@ public sealed class HfConfig
         }
         return null;
     }
+
+    /// <summary>
+    /// Binds the config onto a record whose properties carry transformers' key names (<see cref="JsonPropertyNameAttribute"/>):
+    /// absent and null keys keep the record's defaults (transformers' defaults), unknown keys are ignored.
+    /// </summary>
+    /// <exception cref="InvalidDataException">A <c>required</c> key is absent ("has no 'key'"), or a value has the wrong
+    /// type ("'key' has value ..., not a Int32"): the same errors as the typed accessors.</exception>
+    public T Bind<T>() where T : class
+    {
+        var present = new JsonObject();   // null values mean "use the default", as transformers' configs write them
+        foreach (var (key, value) in _root)
+            if (value is not null) present[key] = value.DeepClone();
+        foreach (var property in typeof(T).GetProperties(BindingFlags.Public | BindingFlags.Instance))
+            if (IsRequired(property) && JsonKey(property) is { } key && present[key] is null)
+                throw new InvalidDataException($"{Path} has no '{key}'.");
+        try
+        {
+            return present.Deserialize<T>() ?? throw new InvalidDataException($"{Path} is not a JSON object.");
+        }
+        catch (JsonException e)
+        {
+            var key = (e.Path ?? "$").TrimStart('$', '.');
+            var property = typeof(T).GetProperties().FirstOrDefault(p => JsonKey(p) == key);
+            var type = property is null ? "value of the expected type"
+                : (Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType).Name;
+            throw new InvalidDataException($"{Path}: '{key}' has value {_root[key]?.ToJsonString()}, not a {type}.", e);
+        }
+    }
+
+    // C#'s `required` marks the property with RequiredMemberAttribute (matched by name: a dependency ships its own polyfill).
+    private static bool IsRequired(PropertyInfo property) =>
+        property.CustomAttributes.Any(a => a.AttributeType.FullName == "System.Runtime.CompilerServices.RequiredMemberAttribute");
+
+    private static string? JsonKey(PropertyInfo property) => property.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name;
 
     private T Get<T>(string key, Func<JsonNode, T> read)
     {

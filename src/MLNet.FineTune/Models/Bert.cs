@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using MLNet.FineTune.Checkpoints;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -5,64 +6,46 @@ using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Models;
 
-/// <summary>BERT hyperparameters read from <c>config.json</c> (defaults are transformers' <c>BertConfig</c> defaults).</summary>
+/// <summary>BERT's <c>config.json</c>, bound by key name (defaults are transformers' <c>BertConfig</c> defaults).</summary>
 public record BertConfig
 {
-    public int VocabSize { get; init; } = 30522;
-    public int HiddenSize { get; init; } = 768;
-    public int NumHiddenLayers { get; init; } = 12;
-    public int NumAttentionHeads { get; init; } = 12;
-    public int IntermediateSize { get; init; } = 3072;
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 30522;
+    [JsonPropertyName("hidden_size")] public int HiddenSize { get; init; } = 768;
+    [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; init; } = 12;
+    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; init; } = 12;
+    [JsonPropertyName("intermediate_size")] public int IntermediateSize { get; init; } = 3072;
     /// <summary>transformers activation name: "gelu" is the exact (erf) GELU, "gelu_new" the tanh approximation.</summary>
-    public string HiddenAct { get; init; } = "gelu";
-    public double HiddenDropoutProb { get; init; } = 0.1;
-    public double AttentionProbsDropoutProb { get; init; } = 0.1;
-    public int MaxPositionEmbeddings { get; init; } = 512;
-    public int TypeVocabSize { get; init; } = 2;
-    public double InitializerRange { get; init; } = 0.02;
-    public double LayerNormEps { get; init; } = 1e-12;
-    public int PadTokenId { get; init; } = 0;
+    [JsonPropertyName("hidden_act")] public string HiddenAct { get; init; } = "gelu";
+    [JsonPropertyName("hidden_dropout_prob")] public double HiddenDropoutProb { get; init; } = 0.1;
+    [JsonPropertyName("attention_probs_dropout_prob")] public double AttentionProbsDropoutProb { get; init; } = 0.1;
+    [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; init; } = 512;
+    [JsonPropertyName("type_vocab_size")] public int TypeVocabSize { get; init; } = 2;
+    [JsonPropertyName("initializer_range")] public double InitializerRange { get; init; } = 0.02;
+    [JsonPropertyName("layer_norm_eps")] public double LayerNormEps { get; init; } = 1e-12;
+    [JsonPropertyName("pad_token_id")] public int PadTokenId { get; init; } = 0;
     /// <summary>Dropout before the classifier; null means <see cref="HiddenDropoutProb"/>.</summary>
-    public double? ClassifierDropout { get; init; }
+    [JsonPropertyName("classifier_dropout")] public double? ClassifierDropout { get; init; }
+    /// <summary>Only "absolute" is supported (relative_key variants are rejected when read).</summary>
+    [JsonPropertyName("position_embedding_type")] public string PositionEmbeddingType { get; init; } = "absolute";
 
     /// <summary>Reads a BERT config.</summary>
-    public static BertConfig FromHf(HfConfig config) => Read(config, new BertConfig());
+    public static BertConfig FromHf(HfConfig config) => Validated(config.Bind<BertConfig>(), config);
 
-    /// <summary>Reads the BERT keys over <paramref name="defaults"/>, keeping its runtime type (RoBERTa's defaults differ).</summary>
-    protected static T Read<T>(HfConfig config, T defaults) where T : BertConfig
+    /// <summary>Checks what binding cannot (supported values, divisibility); RoBERTa reads through it too.</summary>
+    protected static T Validated<T>(T read, HfConfig config) where T : BertConfig
     {
-        BertConfig d = defaults;
-        var positionType = config.GetString("position_embedding_type", "absolute");
-        if (positionType != "absolute")
-            throw new NotSupportedException($"{config.Path}: position_embedding_type = \"{positionType}\" is not supported (only \"absolute\").");
-        var read = d with
-        {
-            VocabSize = config.GetInt("vocab_size", d.VocabSize),
-            HiddenSize = config.GetInt("hidden_size", d.HiddenSize),
-            NumHiddenLayers = config.GetInt("num_hidden_layers", d.NumHiddenLayers),
-            NumAttentionHeads = config.GetInt("num_attention_heads", d.NumAttentionHeads),
-            IntermediateSize = config.GetInt("intermediate_size", d.IntermediateSize),
-            HiddenAct = Activations.EnsureSupported(config.GetString("hidden_act", d.HiddenAct), config, "hidden_act"),
-            HiddenDropoutProb = config.GetDouble("hidden_dropout_prob", d.HiddenDropoutProb),
-            AttentionProbsDropoutProb = config.GetDouble("attention_probs_dropout_prob", d.AttentionProbsDropoutProb),
-            MaxPositionEmbeddings = config.GetInt("max_position_embeddings", d.MaxPositionEmbeddings),
-            TypeVocabSize = config.GetInt("type_vocab_size", d.TypeVocabSize),
-            InitializerRange = config.GetDouble("initializer_range", d.InitializerRange),
-            LayerNormEps = config.GetDouble("layer_norm_eps", d.LayerNormEps),
-            PadTokenId = config.GetInt("pad_token_id", d.PadTokenId),
-            ClassifierDropout = config.Has("classifier_dropout") ? config.GetDouble("classifier_dropout") : null,
-        };
+        if (read.PositionEmbeddingType != "absolute")
+            throw new NotSupportedException($"{config.Path}: position_embedding_type = \"{read.PositionEmbeddingType}\" is not supported (only \"absolute\").");
+        Activations.EnsureSupported(read.HiddenAct, config, "hidden_act");
         if (read.HiddenSize % read.NumAttentionHeads != 0)
             throw new InvalidDataException($"{config.Path}: hidden_size {read.HiddenSize} is not a multiple of num_attention_heads {read.NumAttentionHeads}.");
-        return (T)read;   // 'with' clones the runtime type
+        return read;
     }
 }
 
 /// <summary>BertModel: <c>embeddings</c>, <c>encoder.layer.N</c>, optional <c>pooler</c>.</summary>
 public sealed class BertModel : EncoderModel
 {
-    private readonly BertConfig _cfg;
-    private readonly HfConfig _config;
     private BertEmbeddings embeddings;
     private EncoderLayers<BertLayer> encoder;
     private BertPooler? pooler;
@@ -72,30 +55,28 @@ public sealed class BertModel : EncoderModel
     /// <param name="addPoolingLayer">False for the question-answering model, which has no pooler in transformers.</param>
     public BertModel(HfConfig config, bool addPoolingLayer = true) : this(BertConfig.FromHf(config), config, addPoolingLayer) { }
 
-    internal BertModel(BertConfig cfg, HfConfig config, bool addPoolingLayer) : base(nameof(BertModel))
+    internal BertModel(BertConfig settings, HfConfig config, bool addPoolingLayer) : base(nameof(BertModel), config, "bert")
     {
-        (_cfg, _config) = (cfg, config);
-        embeddings = new BertEmbeddings(cfg, positionPaddingIdx: null);
-        encoder = BertLayer.Stack(cfg);
-        pooler = addPoolingLayer ? new BertPooler(cfg) : null;
+        Settings = settings;
+        embeddings = new BertEmbeddings(settings, positionPaddingIdx: null);
+        encoder = BertLayer.Stack(settings);
+        pooler = addPoolingLayer ? new BertPooler(settings) : null;
         RegisterComponents();
-        HfInit.Apply(this, cfg.InitializerRange);
-        HfInit.ZeroRow(embeddings.word_embeddings, cfg.PadTokenId);
+        HfInit.Apply(this, settings.InitializerRange);
+        HfInit.ZeroRow(embeddings.word_embeddings, settings.PadTokenId);
     }
 
-    public override HfConfig Config => _config;
-    public override string ModelType => "bert";
-    public override string BaseModelPrefix => "bert";
-    public override int HiddenSize => _cfg.HiddenSize;
-    /// <summary>The typed hyperparameters.</summary>
-    public BertConfig Hyperparameters => _cfg;
+    /// <summary>The typed config.</summary>
+    public BertConfig Settings { get; }
+    /// <inheritdoc/>
+    public override int HiddenSize => Settings.HiddenSize;
 
     /// <summary>Last hidden state (B, T, H) and pooled output (B, H) (null without a pooler).</summary>
     public override EncoderOutput forward(EncoderInputs inputs)
     {
-        var positions = EncoderAttention.AbsolutePositions(inputs.InputIds, _cfg.MaxPositionEmbeddings, _config); // (1, T)
-        var x = embeddings.forward(inputs.InputIds, inputs.TokenTypeIds, positions);                            // (B, T, H)
-        var hidden = encoder.forward(x, EncoderAttention.PaddingMask(inputs.AttentionMask, x.dtype));            // (B, T, H)
+        var positions = EncoderAttention.AbsolutePositions(inputs.InputIds, Settings.MaxPositionEmbeddings, Config); // (1, T)
+        var x = embeddings.forward(inputs.InputIds, inputs.TokenTypeIds, positions);                                // (B, T, H)
+        var hidden = encoder.forward(x, EncoderAttention.PaddingMask(inputs.AttentionMask, x.dtype));                // (B, T, H)
         return new EncoderOutput(hidden, pooler?.forward(hidden));
     }
 }
@@ -108,59 +89,36 @@ public sealed class BertForSequenceClassification : SequenceClassificationModel
     private nn.Module<Tensor, Tensor> classifier;
 
     /// <summary>Builds the model; the head is initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
-    public BertForSequenceClassification(HfConfig config, int numLabels) : base(nameof(BertForSequenceClassification), numLabels)
+    public BertForSequenceClassification(HfConfig config, int numLabels)
+        : base(nameof(BertForSequenceClassification), config, "bert", numLabels, "classifier")
     {
-        var cfg = BertConfig.FromHf(config);
-        bert = new BertModel(cfg, config, addPoolingLayer: true);
-        dropout = new InvertedDropout(cfg.ClassifierDropout ?? cfg.HiddenDropoutProb);
-        classifier = nn.Linear(cfg.HiddenSize, numLabels);
+        bert = new BertModel(BertConfig.FromHf(config), config, addPoolingLayer: true);
+        Settings = bert.Settings;
+        dropout = new InvertedDropout(Settings.ClassifierDropout ?? Settings.HiddenDropoutProb);
+        classifier = nn.Linear(Settings.HiddenSize, numLabels);
         RegisterComponents();
-        HfInit.Apply(classifier, cfg.InitializerRange);
+        HfInit.Apply(classifier, Settings.InitializerRange);
     }
 
-    public override HfConfig Config => bert.Config;
-    public override string ModelType => "bert";
-    public override string BaseModelPrefix => "bert";
-    public override IReadOnlyList<string> HeadModuleNames => ["classifier"];
+    /// <summary>The typed config.</summary>
+    public BertConfig Settings { get; }
 
     /// <summary>Logits (B, NumLabels) from the pooled first token.</summary>
     public override Tensor forward(EncoderInputs inputs) =>
-        classifier.forward(dropout.forward(bert.forward(inputs).PooledOutput!));              // (B, C)
+        classifier.forward(dropout.forward(bert.forward(inputs).PooledOutput!));          // (B, C)
 }
 
 /// <summary>BertForQuestionAnswering: <c>bert</c> (no pooler), <c>qa_outputs</c> (H -> 2).</summary>
 public sealed class BertForQuestionAnswering : QuestionAnsweringModel
 {
-    private BertModel bert;
-    private nn.Module<Tensor, Tensor> qa_outputs;
-
     /// <summary>Builds the model; <c>qa_outputs</c> is initialised as transformers does.</summary>
-    public BertForQuestionAnswering(HfConfig config) : base(nameof(BertForQuestionAnswering))
-    {
-        var cfg = BertConfig.FromHf(config);
-        bert = new BertModel(cfg, config, addPoolingLayer: false);
-        qa_outputs = nn.Linear(cfg.HiddenSize, 2);
-        RegisterComponents();
-        HfInit.Apply(qa_outputs, cfg.InitializerRange);
-    }
+    public BertForQuestionAnswering(HfConfig config) : this(new BertModel(BertConfig.FromHf(config), config, addPoolingLayer: false)) { }
 
-    public override HfConfig Config => bert.Config;
-    public override string ModelType => "bert";
-    public override string BaseModelPrefix => "bert";
+    private BertForQuestionAnswering(BertModel bert) : base(nameof(BertForQuestionAnswering), bert, bert.Settings.InitializerRange) =>
+        Settings = bert.Settings;
 
-    /// <summary>Start and end logits, each (B, T).</summary>
-    public override (Tensor StartLogits, Tensor EndLogits) forward(EncoderInputs inputs) =>
-        SpanHead.Split(qa_outputs.forward(bert.forward(inputs).LastHiddenState));
-}
-
-/// <summary>Shared by the question-answering heads: (B, T, 2) logits -> start (B, T), end (B, T).</summary>
-internal static class SpanHead
-{
-    public static (Tensor Start, Tensor End) Split(Tensor logits)
-    {
-        var parts = logits.split(1, -1);                                                     // 2 x (B, T, 1)
-        return (parts[0].squeeze(-1).contiguous(), parts[1].squeeze(-1).contiguous());
-    }
+    /// <summary>The typed config.</summary>
+    public BertConfig Settings { get; }
 }
 
 // ---- building blocks (RoBERTa reuses them: its checkpoint names are BERT's) ----

@@ -1,5 +1,6 @@
 using MLNet.FineTune.Checkpoints;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Models;
@@ -21,25 +22,46 @@ public sealed record CausalLMInputs(Tensor InputIds, Tensor? AttentionMask = nul
 /// A decoder-only language model (GPT-2, Llama, Mistral, Qwen2) with Hugging Face's state-dict names:
 /// <c>call(inputs)</c> returns next-token logits (B, T, V) in the model's dtype.
 /// </summary>
-public abstract class CausalLanguageModel(string name) : nn.Module<CausalLMInputs, Tensor>(name), IPretrainedModel
+public abstract class CausalLanguageModel : nn.Module<CausalLMInputs, Tensor>, IPretrainedModel
 {
-    /// <inheritdoc/>
-    public abstract HfConfig Config { get; }
+    private readonly ModelFamily _family;   // no module fields here: subclasses' RegisterComponents would register them
+
+    /// <summary>Names the module and takes the family's model_type and base_model_prefix from <see cref="ModelRegistry"/>.</summary>
+    /// <param name="name">Module name (transformers' class name).</param>
+    /// <param name="config">The config the model is built from.</param>
+    /// <param name="modelType">The family's model_type.</param>
+    /// <param name="vocabSize">V, the last dimension of the logits.</param>
+    /// <param name="numLayers">Decoder layers (one cache entry each).</param>
+    protected CausalLanguageModel(string name, HfConfig config, string modelType, int vocabSize, int numLayers) : base(name) =>
+        (Config, _family, VocabSize, NumLayers) = (config, ModelRegistry.Get(modelType), vocabSize, numLayers);
+
+    /// <summary>The output projection <c>lm_head</c> (C -> V, no bias), or null with tied embeddings (then the state
+    /// dict has no <c>lm_head.weight</c>, as the checkpoint files have none).</summary>
+    protected static nn.Module<Tensor, Tensor>? OutputProjection(long hiddenSize, long vocabSize, bool tieWordEmbeddings) =>
+        tieWordEmbeddings ? null : nn.Linear(hiddenSize, vocabSize, hasBias: false);
+
+    /// <summary>Logits (B, T, V) from hidden states (B, T, C): <paramref name="lmHead"/>, or the token embedding's
+    /// weight when it is null (tied).</summary>
+    protected static Tensor Logits(Tensor hidden, nn.Module<Tensor, Tensor>? lmHead, Embedding tokenEmbedding) =>
+        lmHead is null ? nn.functional.linear(hidden, tokenEmbedding.weight!) : lmHead.call(hidden);
 
     /// <inheritdoc/>
-    public abstract string ModelType { get; }
+    public HfConfig Config { get; }
 
     /// <inheritdoc/>
-    public abstract string BaseModelPrefix { get; }
+    public string ModelType => _family.ModelType;
+
+    /// <inheritdoc/>
+    public string BaseModelPrefix => _family.BaseModelPrefix;
 
     /// <summary>None: PEFT's CAUSAL_LM task saves no head (the LM head is the frozen or tied embedding).</summary>
     public IReadOnlyList<string> HeadModuleNames => [];
 
     /// <summary>Size of the vocabulary, the last dimension of the logits.</summary>
-    public abstract int VocabSize { get; }
+    public int VocabSize { get; }
 
     /// <summary>Number of decoder layers (one cache entry each).</summary>
-    public abstract int NumLayers { get; }
+    public int NumLayers { get; }
 
     /// <summary>True when the output projection reuses the input embedding (no <c>lm_head.weight</c> in the state dict).</summary>
     public abstract bool TiedWordEmbeddings { get; }

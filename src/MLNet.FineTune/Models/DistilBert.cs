@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using MLNet.FineTune.Checkpoints;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -5,51 +6,36 @@ using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Models;
 
-/// <summary>DistilBERT hyperparameters read from <c>config.json</c> (its own key names: dim, n_layers, n_heads, hidden_dim).</summary>
+/// <summary>DistilBERT's <c>config.json</c>, bound by its own key names (dim, n_layers, n_heads, hidden_dim) with
+/// transformers' defaults.</summary>
 public sealed record DistilBertConfig
 {
-    public int VocabSize { get; init; } = 30522;
-    public int MaxPositionEmbeddings { get; init; } = 512;
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 30522;
+    [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; init; } = 512;
     /// <summary>When true the position table is fixed sinusoids (still stored in the checkpoint).</summary>
-    public bool SinusoidalPosEmbds { get; init; }
-    public int NLayers { get; init; } = 6;
-    public int NHeads { get; init; } = 12;
+    [JsonPropertyName("sinusoidal_pos_embds")] public bool SinusoidalPosEmbds { get; init; }
+    [JsonPropertyName("n_layers")] public int NLayers { get; init; } = 6;
+    [JsonPropertyName("n_heads")] public int NHeads { get; init; } = 12;
     /// <summary>Hidden width H.</summary>
-    public int Dim { get; init; } = 768;
+    [JsonPropertyName("dim")] public int Dim { get; init; } = 768;
     /// <summary>Feed-forward width.</summary>
-    public int HiddenDim { get; init; } = 3072;
-    public double Dropout { get; init; } = 0.1;
-    public double AttentionDropout { get; init; } = 0.1;
+    [JsonPropertyName("hidden_dim")] public int HiddenDim { get; init; } = 3072;
+    [JsonPropertyName("dropout")] public double Dropout { get; init; } = 0.1;
+    [JsonPropertyName("attention_dropout")] public double AttentionDropout { get; init; } = 0.1;
     /// <summary>transformers activation name ("gelu" is the exact erf GELU).</summary>
-    public string Activation { get; init; } = "gelu";
-    public double InitializerRange { get; init; } = 0.02;
-    public double QaDropout { get; init; } = 0.1;
-    public double SeqClassifDropout { get; init; } = 0.2;
-    public int PadTokenId { get; init; } = 0;
+    [JsonPropertyName("activation")] public string Activation { get; init; } = "gelu";
+    [JsonPropertyName("initializer_range")] public double InitializerRange { get; init; } = 0.02;
+    [JsonPropertyName("qa_dropout")] public double QaDropout { get; init; } = 0.1;
+    [JsonPropertyName("seq_classif_dropout")] public double SeqClassifDropout { get; init; } = 0.2;
+    [JsonPropertyName("pad_token_id")] public int PadTokenId { get; init; } = 0;
     /// <summary>DistilBERT's LayerNorms use a fixed epsilon in transformers (not a config key).</summary>
     public double LayerNormEps => 1e-12;
 
     /// <summary>Reads a DistilBERT config.</summary>
     public static DistilBertConfig FromHf(HfConfig config)
     {
-        var d = new DistilBertConfig();
-        var read = new DistilBertConfig
-        {
-            VocabSize = config.GetInt("vocab_size", d.VocabSize),
-            MaxPositionEmbeddings = config.GetInt("max_position_embeddings", d.MaxPositionEmbeddings),
-            SinusoidalPosEmbds = config.GetBool("sinusoidal_pos_embds", d.SinusoidalPosEmbds),
-            NLayers = config.GetInt("n_layers", d.NLayers),
-            NHeads = config.GetInt("n_heads", d.NHeads),
-            Dim = config.GetInt("dim", d.Dim),
-            HiddenDim = config.GetInt("hidden_dim", d.HiddenDim),
-            Dropout = config.GetDouble("dropout", d.Dropout),
-            AttentionDropout = config.GetDouble("attention_dropout", d.AttentionDropout),
-            Activation = Activations.EnsureSupported(config.GetString("activation", d.Activation), config, "activation"),
-            InitializerRange = config.GetDouble("initializer_range", d.InitializerRange),
-            QaDropout = config.GetDouble("qa_dropout", d.QaDropout),
-            SeqClassifDropout = config.GetDouble("seq_classif_dropout", d.SeqClassifDropout),
-            PadTokenId = config.GetInt("pad_token_id", d.PadTokenId),
-        };
+        var read = config.Bind<DistilBertConfig>();
+        Activations.EnsureSupported(read.Activation, config, "activation");
         if (read.Dim % read.NHeads != 0)
             throw new InvalidDataException($"{config.Path}: dim {read.Dim} is not a multiple of n_heads {read.NHeads}.");
         return read;
@@ -59,37 +45,33 @@ public sealed record DistilBertConfig
 /// <summary>DistilBertModel: <c>embeddings</c> (word + position, no token types) and <c>transformer.layer.N</c>; no pooler.</summary>
 public sealed class DistilBertModel : EncoderModel
 {
-    private readonly DistilBertConfig _cfg;
-    private readonly HfConfig _config;
     private DistilBertEmbeddings embeddings;
     private EncoderLayers<DistilBertBlock> transformer;
 
     /// <summary>Builds a randomly initialised DistilBertModel (transformers' init) from a config.</summary>
     public DistilBertModel(HfConfig config) : this(DistilBertConfig.FromHf(config), config) { }
 
-    internal DistilBertModel(DistilBertConfig cfg, HfConfig config) : base(nameof(DistilBertModel))
+    internal DistilBertModel(DistilBertConfig settings, HfConfig config) : base(nameof(DistilBertModel), config, "distilbert")
     {
-        (_cfg, _config) = (cfg, config);
-        embeddings = new DistilBertEmbeddings(cfg);
-        transformer = new EncoderLayers<DistilBertBlock>("DistilBertTransformer", cfg.NLayers, _ => new DistilBertBlock(cfg));   // transformer.layer.N
+        Settings = settings;
+        embeddings = new DistilBertEmbeddings(settings);
+        transformer = new EncoderLayers<DistilBertBlock>("DistilBertTransformer", settings.NLayers, _ => new DistilBertBlock(settings));   // transformer.layer.N
         RegisterComponents();
-        HfInit.Apply(this, cfg.InitializerRange);
-        HfInit.ZeroRow(embeddings.word_embeddings, cfg.PadTokenId);
-        if (cfg.SinusoidalPosEmbds) embeddings.UseSinusoidalPositions();
+        HfInit.Apply(this, settings.InitializerRange);
+        HfInit.ZeroRow(embeddings.word_embeddings, settings.PadTokenId);
+        if (settings.SinusoidalPosEmbds) embeddings.UseSinusoidalPositions();
     }
 
-    public override HfConfig Config => _config;
-    public override string ModelType => "distilbert";
-    public override string BaseModelPrefix => "distilbert";
-    public override int HiddenSize => _cfg.Dim;
-    /// <summary>The typed hyperparameters.</summary>
-    public DistilBertConfig Hyperparameters => _cfg;
+    /// <summary>The typed config.</summary>
+    public DistilBertConfig Settings { get; }
+    /// <inheritdoc/>
+    public override int HiddenSize => Settings.Dim;
 
     /// <summary>Last hidden state (B, T, H); no pooled output. Token type ids, if given, are ignored (DistilBERT has none).</summary>
     public override EncoderOutput forward(EncoderInputs inputs)
     {
-        var positions = EncoderAttention.AbsolutePositions(inputs.InputIds, _cfg.MaxPositionEmbeddings, _config); // (1, T)
-        var x = embeddings.forward(inputs.InputIds, positions);                                                  // (B, T, H)
+        var positions = EncoderAttention.AbsolutePositions(inputs.InputIds, Settings.MaxPositionEmbeddings, Config); // (1, T)
+        var x = embeddings.forward(inputs.InputIds, positions);                                                    // (B, T, H)
         return new EncoderOutput(transformer.forward(x, EncoderAttention.PaddingMask(inputs.AttentionMask, x.dtype)), null);
     }
 }
@@ -103,28 +85,27 @@ public sealed class DistilBertForSequenceClassification : SequenceClassification
     private InvertedDropout dropout;
 
     /// <summary>Builds the model; both head layers are initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
-    public DistilBertForSequenceClassification(HfConfig config, int numLabels) : base(nameof(DistilBertForSequenceClassification), numLabels)
+    public DistilBertForSequenceClassification(HfConfig config, int numLabels)
+        : base(nameof(DistilBertForSequenceClassification), config, "distilbert", numLabels, "pre_classifier", "classifier")
     {
-        var cfg = DistilBertConfig.FromHf(config);
-        distilbert = new DistilBertModel(cfg, config);
-        pre_classifier = nn.Linear(cfg.Dim, cfg.Dim);
-        classifier = nn.Linear(cfg.Dim, numLabels);
-        dropout = new InvertedDropout(cfg.SeqClassifDropout);
+        distilbert = new DistilBertModel(DistilBertConfig.FromHf(config), config);
+        Settings = distilbert.Settings;
+        pre_classifier = nn.Linear(Settings.Dim, Settings.Dim);
+        classifier = nn.Linear(Settings.Dim, numLabels);
+        dropout = new InvertedDropout(Settings.SeqClassifDropout);
         RegisterComponents();
-        HfInit.Apply(pre_classifier, cfg.InitializerRange);
-        HfInit.Apply(classifier, cfg.InitializerRange);
+        HfInit.Apply(pre_classifier, Settings.InitializerRange);
+        HfInit.Apply(classifier, Settings.InitializerRange);
     }
 
-    public override HfConfig Config => distilbert.Config;
-    public override string ModelType => "distilbert";
-    public override string BaseModelPrefix => "distilbert";
-    public override IReadOnlyList<string> HeadModuleNames => ["pre_classifier", "classifier"];
+    /// <summary>The typed config.</summary>
+    public DistilBertConfig Settings { get; }
 
     /// <summary>Logits (B, NumLabels) from the first token ([CLS]).</summary>
     public override Tensor forward(EncoderInputs inputs)
     {
-        var first = distilbert.forward(inputs).LastHiddenState.select(1, 0);                    // (B, H)
-        var pooled = pre_classifier.forward(first).relu();                            // (B, H)
+        var first = distilbert.forward(inputs).LastHiddenState.select(1, 0);                      // (B, H)
+        var pooled = pre_classifier.forward(first).relu();                                      // (B, H)
         return classifier.forward(dropout.forward(pooled));                                     // (B, C)
     }
 }
@@ -132,28 +113,15 @@ public sealed class DistilBertForSequenceClassification : SequenceClassification
 /// <summary>DistilBertForQuestionAnswering: <c>distilbert</c>, dropout (qa_dropout), <c>qa_outputs</c> (H -> 2).</summary>
 public sealed class DistilBertForQuestionAnswering : QuestionAnsweringModel
 {
-    private DistilBertModel distilbert;
-    private nn.Module<Tensor, Tensor> qa_outputs;
-    private InvertedDropout dropout;
-
     /// <summary>Builds the model; <c>qa_outputs</c> is initialised as transformers does.</summary>
-    public DistilBertForQuestionAnswering(HfConfig config) : base(nameof(DistilBertForQuestionAnswering))
-    {
-        var cfg = DistilBertConfig.FromHf(config);
-        distilbert = new DistilBertModel(cfg, config);
-        qa_outputs = nn.Linear(cfg.Dim, 2);
-        dropout = new InvertedDropout(cfg.QaDropout);
-        RegisterComponents();
-        HfInit.Apply(qa_outputs, cfg.InitializerRange);
-    }
+    public DistilBertForQuestionAnswering(HfConfig config) : this(new DistilBertModel(DistilBertConfig.FromHf(config), config)) { }
 
-    public override HfConfig Config => distilbert.Config;
-    public override string ModelType => "distilbert";
-    public override string BaseModelPrefix => "distilbert";
+    private DistilBertForQuestionAnswering(DistilBertModel distilbert)
+        : base(nameof(DistilBertForQuestionAnswering), distilbert, distilbert.Settings.InitializerRange, distilbert.Settings.QaDropout) =>
+        Settings = distilbert.Settings;
 
-    /// <summary>Start and end logits, each (B, T).</summary>
-    public override (Tensor StartLogits, Tensor EndLogits) forward(EncoderInputs inputs) =>
-        SpanHead.Split(qa_outputs.forward(dropout.forward(distilbert.forward(inputs).LastHiddenState)));
+    /// <summary>The typed config.</summary>
+    public DistilBertConfig Settings { get; }
 }
 
 // ---- building blocks ----

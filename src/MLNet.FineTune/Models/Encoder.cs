@@ -11,14 +11,20 @@ namespace MLNet.FineTune.Models;
 public sealed record EncoderOutput(Tensor LastHiddenState, Tensor? PooledOutput);
 
 /// <summary>An encoder backbone (BertModel, RobertaModel, DistilBertModel): Hugging Face state-dict keys, no head.</summary>
-public abstract class EncoderModel(string name) : nn.Module<EncoderInputs, EncoderOutput>(name), IPretrainedModel
+public abstract class EncoderModel : nn.Module<EncoderInputs, EncoderOutput>, IPretrainedModel
 {
+    private readonly ModelFamily _family;
+
+    /// <summary>Names the module and takes the family's model_type and base_model_prefix from <see cref="ModelRegistry"/>.</summary>
+    protected EncoderModel(string name, HfConfig config, string modelType) : base(name) =>
+        (Config, _family) = (config, ModelRegistry.Get(modelType));
+
     /// <inheritdoc/>
-    public abstract HfConfig Config { get; }
+    public HfConfig Config { get; }
     /// <inheritdoc/>
-    public abstract string ModelType { get; }
+    public string ModelType => _family.ModelType;
     /// <inheritdoc/>
-    public abstract string BaseModelPrefix { get; }
+    public string BaseModelPrefix => _family.BaseModelPrefix;
     /// <summary>A backbone has no task head.</summary>
     public IReadOnlyList<string> HeadModuleNames => [];
     /// <summary>Width of the hidden states (H).</summary>

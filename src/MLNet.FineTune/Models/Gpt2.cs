@@ -1,3 +1,4 @@
+using System.Text.Json.Serialization;
 using MLNet.FineTune.Checkpoints;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -5,26 +6,38 @@ using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Models;
 
-/// <summary>GPT-2's config.json (Radford et al. 2019), with transformers' defaults for absent keys.</summary>
-public sealed record Gpt2Config(
-    int VocabSize, int NPositions, int NEmbd, int NLayer, int NHead, int NInner, string ActivationFunction,
-    double LayerNormEpsilon, double ResidPdrop, double EmbdPdrop, double AttnPdrop,
-    bool ScaleAttnWeights, bool ScaleAttnByInverseLayerIdx, bool TieWordEmbeddings)
+/// <summary>GPT-2's config.json (Radford et al. 2019), bound by key name with transformers' defaults for absent keys.</summary>
+public sealed record Gpt2Config
 {
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 50257;
+    /// <summary>n_positions (older configs: n_ctx).</summary>
+    [JsonPropertyName("n_positions")] public int NPositions { get; init; } = 1024;
+    [JsonPropertyName("n_embd")] public int NEmbd { get; init; } = 768;
+    [JsonPropertyName("n_layer")] public int NLayer { get; init; } = 12;
+    [JsonPropertyName("n_head")] public int NHead { get; init; } = 12;
+    /// <summary>Feed-forward width; absent or null means 4 * n_embd.</summary>
+    [JsonPropertyName("n_inner")] public int NInner { get; init; }
+    [JsonPropertyName("activation_function")] public string ActivationFunction { get; init; } = "gelu_new";
+    [JsonPropertyName("layer_norm_epsilon")] public double LayerNormEpsilon { get; init; } = 1e-5;
+    [JsonPropertyName("resid_pdrop")] public double ResidPdrop { get; init; } = 0.1;
+    [JsonPropertyName("embd_pdrop")] public double EmbdPdrop { get; init; } = 0.1;
+    [JsonPropertyName("attn_pdrop")] public double AttnPdrop { get; init; } = 0.1;
+    [JsonPropertyName("scale_attn_weights")] public bool ScaleAttnWeights { get; init; } = true;
+    [JsonPropertyName("scale_attn_by_inverse_layer_idx")] public bool ScaleAttnByInverseLayerIdx { get; init; }
+    [JsonPropertyName("tie_word_embeddings")] public bool TieWordEmbeddings { get; init; } = true;
+
     /// <summary>Reads a GPT-2 config. <c>reorder_and_upcast_attn</c> is not read: it only changes half-precision rounding.</summary>
     public static Gpt2Config FromHf(HfConfig c)
     {
-        int embd = c.GetInt("n_embd", 768);
-        var config = new Gpt2Config(
-            c.GetInt("vocab_size", 50257), c.GetInt("n_positions", c.GetInt("n_ctx", 1024)), embd,
-            c.GetInt("n_layer", 12), c.GetInt("n_head", 12), c.GetInt("n_inner", 4 * embd),
-            c.GetString("activation_function", "gelu_new"), c.GetDouble("layer_norm_epsilon", 1e-5),
-            c.GetDouble("resid_pdrop", 0.1), c.GetDouble("embd_pdrop", 0.1), c.GetDouble("attn_pdrop", 0.1),
-            c.GetBool("scale_attn_weights", true), c.GetBool("scale_attn_by_inverse_layer_idx", false),
-            c.GetBool("tie_word_embeddings", true));
-        if (config.NEmbd % config.NHead != 0)
-            throw new InvalidDataException($"{c.Path}: n_embd {config.NEmbd} is not divisible by n_head {config.NHead}.");
-        return config;
+        var read = c.Bind<Gpt2Config>();
+        read = read with
+        {
+            NPositions = c.Has("n_positions") ? read.NPositions : c.GetInt("n_ctx", read.NPositions),
+            NInner = c.Has("n_inner") ? read.NInner : 4 * read.NEmbd,
+        };
+        if (read.NEmbd % read.NHead != 0)
+            throw new InvalidDataException($"{c.Path}: n_embd {read.NEmbd} is not divisible by n_head {read.NHead}.");
+        return read;
     }
 }
 
@@ -196,15 +209,16 @@ public sealed class Gpt2LMHeadModel : CausalLanguageModel
 {
     private readonly Gpt2Model transformer;
     private nn.Module<Tensor, Tensor>? lm_head;   // null when tied
-    private readonly HfConfig _config;
 
     /// <summary>A randomly initialised model for a GPT-2 config.</summary>
-    public Gpt2LMHeadModel(HfConfig config) : base(nameof(Gpt2LMHeadModel))
+    public Gpt2LMHeadModel(HfConfig config) : this(config, Gpt2Config.FromHf(config)) { }
+
+    private Gpt2LMHeadModel(HfConfig config, Gpt2Config settings)
+        : base(nameof(Gpt2LMHeadModel), config, "gpt2", settings.VocabSize, settings.NLayer)
     {
-        _config = config;
-        Settings = Gpt2Config.FromHf(config);
-        transformer = new Gpt2Model(Settings, config.Path);
-        if (!Settings.TieWordEmbeddings) lm_head = nn.Linear(Settings.NEmbd, Settings.VocabSize, hasBias: false);
+        Settings = settings;
+        transformer = new Gpt2Model(settings, config.Path);
+        lm_head = OutputProjection(settings.NEmbd, settings.VocabSize, settings.TieWordEmbeddings);
         RegisterComponents();
     }
 
@@ -212,22 +226,8 @@ public sealed class Gpt2LMHeadModel : CausalLanguageModel
     public Gpt2Config Settings { get; }
 
     /// <inheritdoc/>
-    public override HfConfig Config => _config;
-    /// <inheritdoc/>
-    public override string ModelType => "gpt2";
-    /// <inheritdoc/>
-    public override string BaseModelPrefix => "transformer";
-    /// <inheritdoc/>
-    public override int VocabSize => Settings.VocabSize;
-    /// <inheritdoc/>
-    public override int NumLayers => Settings.NLayer;
-    /// <inheritdoc/>
     public override bool TiedWordEmbeddings => lm_head is null;
 
     /// <summary>Logits (B, T, V).</summary>
-    public override Tensor forward(CausalLMInputs inputs)
-    {
-        var hidden = transformer.Forward(inputs);                    // (B, T, C)
-        return lm_head is null ? nn.functional.linear(hidden, transformer.TokenEmbedding.weight!) : lm_head.call(hidden);
-    }
+    public override Tensor forward(CausalLMInputs inputs) => Logits(transformer.Forward(inputs), lm_head, transformer.TokenEmbedding);
 }

@@ -1,4 +1,4 @@
-using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 using MLNet.FineTune.Checkpoints;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -8,50 +8,82 @@ namespace MLNet.FineTune.Models;
 
 /// <summary>
 /// The config of the Llama layout (Touvron et al. 2023) and its variants that share it: Mistral (sliding-window
-/// attention) and Qwen2 (biases on q/k/v, sliding window on upper layers when enabled). Names follow config.json;
-/// <c>SlidingWindows</c> holds, per layer, the attention window W (keys with q - k &lt; W) or null for full attention.
+/// attention) and Qwen2 (biases on q/k/v, sliding window on upper layers when enabled), bound by config.json's key
+/// names. <see cref="SlidingWindows"/> holds, per layer, the attention window W (keys with q - k &lt; W) or null for
+/// full attention; <see cref="Rope"/> reads either spelling (transformers 4 rope_theta/rope_scaling, 5 rope_parameters).
 /// </summary>
-public sealed record LlamaConfig(
-    string ModelType, int VocabSize, int HiddenSize, int IntermediateSize, int NumHiddenLayers, int NumAttentionHeads,
-    int NumKeyValueHeads, int HeadDim, double RmsNormEps, string HiddenAct, bool QkvBias, bool OutputBias, bool MlpBias,
-    bool TieWordEmbeddings, double AttentionDropout, RopeParameters Rope, IReadOnlyList<int?> SlidingWindows)
+public sealed record LlamaConfig
 {
     /// <summary>model_type values this layout covers.</summary>
     public static IReadOnlyList<string> ModelTypes { get; } = ["llama", "mistral", "qwen2"];
 
+    [JsonPropertyName("model_type")] public string ModelType { get; init; } = "";
+    [JsonPropertyName("vocab_size")] public required int VocabSize { get; init; }
+    [JsonPropertyName("hidden_size")] public required int HiddenSize { get; init; }
+    [JsonPropertyName("intermediate_size")] public required int IntermediateSize { get; init; }
+    [JsonPropertyName("num_hidden_layers")] public required int NumHiddenLayers { get; init; }
+    [JsonPropertyName("num_attention_heads")] public required int NumAttentionHeads { get; init; }
+    /// <summary>Key/value heads (grouped-query attention); absent means num_attention_heads.</summary>
+    [JsonPropertyName("num_key_value_heads")] public int NumKeyValueHeads { get; init; }
+    /// <summary>Head size D; absent means hidden_size / num_attention_heads.</summary>
+    [JsonPropertyName("head_dim")] public int HeadDim { get; init; }
+    [JsonPropertyName("rms_norm_eps")] public double RmsNormEps { get; init; } = 1e-6;
+    [JsonPropertyName("hidden_act")] public string HiddenAct { get; init; } = "silu";
+    /// <summary>Llama's switch for biases on q, k, v and o (Qwen2 ignores it: see <see cref="QkvBias"/>).</summary>
+    [JsonPropertyName("attention_bias")] public bool AttentionBias { get; init; }
+    [JsonPropertyName("mlp_bias")] public bool MlpBias { get; init; }
+    [JsonPropertyName("tie_word_embeddings")] public bool TieWordEmbeddings { get; init; }
+    [JsonPropertyName("attention_dropout")] public double AttentionDropout { get; init; }
+    [JsonPropertyName("sliding_window")] public int? SlidingWindow { get; init; }
+    /// <summary>Qwen2 only: sliding_window applies only when this is true.</summary>
+    [JsonPropertyName("use_sliding_window")] public bool UseSlidingWindow { get; init; }
+    /// <summary>Qwen2 without layer_types: layers from this index up slide.</summary>
+    [JsonPropertyName("max_window_layers")] public int MaxWindowLayers { get; init; } = 28;
+    /// <summary>Per layer "full_attention" or "sliding_attention" (newer configs), or null.</summary>
+    [JsonPropertyName("layer_types")] public IReadOnlyList<string?>? LayerTypes { get; init; }
+
+    /// <summary>Qwen2 always has q/k/v biases; Llama's attention_bias covers all four; Mistral has none.</summary>
+    public bool QkvBias => ModelType == "qwen2" || AttentionBias;
+    /// <summary>Bias on o_proj: Llama's attention_bias (Qwen2 has none).</summary>
+    public bool OutputBias => ModelType != "qwen2" && AttentionBias;
+
+    /// <summary>Rotary settings from either spelling.</summary>
+    [JsonIgnore] public RopeParameters Rope { get; init; } = null!;
+    /// <summary>Per layer: the sliding window W or null for full attention.</summary>
+    [JsonIgnore] public IReadOnlyList<int?> SlidingWindows { get; init; } = [];
+
     /// <summary>Reads a llama, mistral or qwen2 config (transformers 4 and 5 spellings).</summary>
     public static LlamaConfig FromHf(HfConfig c)
     {
-        string type = c.ModelType;
+        string type = ModelRegistry.ResolveModelType(c);   // configs without model_type name it in architectures
         if (!ModelTypes.Contains(type))
             throw new NotSupportedException($"{c.Path}: model_type '{type}' is not a Llama-layout model ({string.Join(", ", ModelTypes)}).");
-        int hidden = c.GetInt("hidden_size"), heads = c.GetInt("num_attention_heads"), layers = c.GetInt("num_hidden_layers");
-        int kvHeads = c.GetInt("num_key_value_heads", heads);
-        int headDim = c.GetInt("head_dim", hidden / heads);
-        if (heads % kvHeads != 0)
-            throw new InvalidDataException($"{c.Path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}.");
-        // Qwen2 always has q/k/v biases and none on o_proj; Llama's attention_bias covers all four; Mistral has none.
-        bool qkvBias = type == "qwen2" || c.GetBool("attention_bias", false);
-        bool outputBias = type != "qwen2" && c.GetBool("attention_bias", false);
-        return new LlamaConfig(type, c.GetInt("vocab_size"), hidden, c.GetInt("intermediate_size"), layers, heads, kvHeads, headDim,
-            c.GetDouble("rms_norm_eps", 1e-6), c.GetString("hidden_act", "silu"), qkvBias, outputBias, c.GetBool("mlp_bias", false),
-            c.GetBool("tie_word_embeddings", false), c.GetDouble("attention_dropout", 0.0), RopeParameters.FromConfig(c),
-            ReadSlidingWindows(c, type, layers));
+        var read = c.Bind<LlamaConfig>();
+        int kvHeads = c.Has("num_key_value_heads") ? read.NumKeyValueHeads : read.NumAttentionHeads;
+        if (read.NumAttentionHeads % kvHeads != 0)
+            throw new InvalidDataException($"{c.Path}: num_attention_heads {read.NumAttentionHeads} is not a multiple of num_key_value_heads {kvHeads}.");
+        return read with
+        {
+            ModelType = type,
+            NumKeyValueHeads = kvHeads,
+            HeadDim = c.Has("head_dim") ? read.HeadDim : read.HiddenSize / read.NumAttentionHeads,
+            Rope = RopeParameters.FromConfig(c),
+            SlidingWindows = read.ReadSlidingWindows(c, type),
+        };
     }
 
-    private static int?[] ReadSlidingWindows(HfConfig c, string type, int layers)
+    private int?[] ReadSlidingWindows(HfConfig c, string type)
     {
-        int? window = c.GetIntOrNull("sliding_window");
-        if (type == "qwen2" && !c.GetBool("use_sliding_window", false)) window = null;
-        if (c["layer_types"] is JsonArray layerTypes)
+        int? window = type == "qwen2" && !UseSlidingWindow ? null : SlidingWindow;
+        if (LayerTypes is { } layerTypes)
         {
-            if (layerTypes.Count != layers)
-                throw new InvalidDataException($"{c.Path}: layer_types has {layerTypes.Count} entries for {layers} layers.");
-            return layerTypes.Select(t => t?.GetValue<string>() == "sliding_attention" ? window : null).ToArray();
+            if (layerTypes.Count != NumHiddenLayers)
+                throw new InvalidDataException($"{c.Path}: layer_types has {layerTypes.Count} entries for {NumHiddenLayers} layers.");
+            return layerTypes.Select(t => t == "sliding_attention" ? window : null).ToArray();
         }
         // Without layer_types: Mistral slides everywhere; Qwen2 from layer max_window_layers up (transformers' defaults).
-        int firstSliding = type == "qwen2" ? c.GetInt("max_window_layers", 28) : 0;
-        return Enumerable.Range(0, layers).Select(i => i >= firstSliding ? window : null).ToArray();
+        int firstSliding = type == "qwen2" ? MaxWindowLayers : 0;
+        return Enumerable.Range(0, NumHiddenLayers).Select(i => i >= firstSliding ? window : null).ToArray();
     }
 }
 
@@ -216,15 +248,16 @@ public sealed class LlamaForCausalLM : CausalLanguageModel
 {
     private readonly LlamaModel model;
     private nn.Module<Tensor, Tensor>? lm_head;   // null when tied
-    private readonly HfConfig _config;
 
     /// <summary>A randomly initialised model for a llama, mistral or qwen2 config.</summary>
-    public LlamaForCausalLM(HfConfig config) : base(nameof(LlamaForCausalLM))
+    public LlamaForCausalLM(HfConfig config) : this(config, LlamaConfig.FromHf(config)) { }
+
+    private LlamaForCausalLM(HfConfig config, LlamaConfig settings)
+        : base(nameof(LlamaForCausalLM), config, settings.ModelType, settings.VocabSize, settings.NumHiddenLayers)
     {
-        _config = config;
-        Settings = LlamaConfig.FromHf(config);
-        model = new LlamaModel(Settings, config.Path);
-        if (!Settings.TieWordEmbeddings) lm_head = nn.Linear(Settings.HiddenSize, Settings.VocabSize, hasBias: false);
+        Settings = settings;
+        model = new LlamaModel(settings, config.Path);
+        lm_head = OutputProjection(settings.HiddenSize, settings.VocabSize, settings.TieWordEmbeddings);
         RegisterComponents();
     }
 
@@ -235,22 +268,8 @@ public sealed class LlamaForCausalLM : CausalLanguageModel
     public float[] RopeInverseFrequencies => model.Rotary.InverseFrequencies;
 
     /// <inheritdoc/>
-    public override HfConfig Config => _config;
-    /// <inheritdoc/>
-    public override string ModelType => Settings.ModelType;
-    /// <inheritdoc/>
-    public override string BaseModelPrefix => "model";
-    /// <inheritdoc/>
-    public override int VocabSize => Settings.VocabSize;
-    /// <inheritdoc/>
-    public override int NumLayers => Settings.NumHiddenLayers;
-    /// <inheritdoc/>
     public override bool TiedWordEmbeddings => lm_head is null;
 
     /// <summary>Logits (B, T, V).</summary>
-    public override Tensor forward(CausalLMInputs inputs)
-    {
-        var hidden = model.Forward(inputs);                              // (B, T, C)
-        return lm_head is null ? nn.functional.linear(hidden, model.TokenEmbedding.weight!) : lm_head.call(hidden);
-    }
+    public override Tensor forward(CausalLMInputs inputs) => Logits(model.Forward(inputs), lm_head, model.TokenEmbedding);
 }

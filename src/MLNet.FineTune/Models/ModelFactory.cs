@@ -1,70 +1,49 @@
 using MLNet.FineTune.Checkpoints;
+using MLNet.FineTune.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Models;
 
 /// <summary>
-/// Builds the model family a Hugging Face config describes (by <c>model_type</c>, else by <c>architectures</c>) and loads
-/// a folder's weights into it, returning the missing/unexpected-key report. One table per task: a family adds a row.
+/// Builds the model a Hugging Face config describes (family chosen by <c>model_type</c>, else by <c>architectures</c>,
+/// through <see cref="ModelRegistry"/>) and loads a folder's weights into it, returning the missing/unexpected-key report.
 /// </summary>
 public static class ModelFactory
 {
-    private static readonly Dictionary<string, Func<HfConfig, EncoderModel>> BaseModels = new()
-    {
-        ["bert"] = c => new BertModel(c),
-        ["roberta"] = c => new RobertaModel(c),
-        ["distilbert"] = c => new DistilBertModel(c),
-    };
+    /// <summary>The <c>model_type</c> values supported for causal language modelling.</summary>
+    public static IReadOnlyList<string> SupportedCausalModelTypes { get; } = ModelRegistry.ModelTypes(ModelKind.CausalLanguageModel);
 
-    private static readonly Dictionary<string, Func<HfConfig, int, SequenceClassificationModel>> SequenceClassifiers = new()
-    {
-        ["bert"] = (c, n) => new BertForSequenceClassification(c, n),
-        ["roberta"] = (c, n) => new RobertaForSequenceClassification(c, n),
-        ["distilbert"] = (c, n) => new DistilBertForSequenceClassification(c, n),
-    };
-
-    private static readonly Dictionary<string, Func<HfConfig, QuestionAnsweringModel>> QuestionAnswerers = new()
-    {
-        ["bert"] = c => new BertForQuestionAnswering(c),
-        ["roberta"] = c => new RobertaForQuestionAnswering(c),
-        ["distilbert"] = c => new DistilBertForQuestionAnswering(c),
-    };
-
-    /// <summary>For configs without <c>model_type</c>: the class-name prefix of <c>architectures[i]</c> -> model_type.</summary>
-    private static readonly (string Prefix, string ModelType)[] ArchitecturePrefixes =
-    [
-        ("DistilBert", "distilbert"),
-        ("Roberta", "roberta"),
-        ("Bert", "bert"),
-    ];
+    /// <summary>The <c>model_type</c> values supported by the encoder tasks (backbone, classification, QA).</summary>
+    public static IReadOnlyList<string> SupportedEncoderModelTypes { get; } = ModelRegistry.ModelTypes(ModelKind.Encoder);
 
     /// <summary>The config's <c>model_type</c>, or the one its <c>architectures</c> names (e.g. "BertForMaskedLM" -> "bert").</summary>
     /// <exception cref="InvalidDataException">Neither key identifies a family.</exception>
-    public static string ResolveModelType(HfConfig config)
-    {
-        if (config.ModelType != "") return config.ModelType;
-        foreach (var architecture in config.Architectures)
-            foreach (var (prefix, type) in ArchitecturePrefixes)
-                if (architecture.StartsWith(prefix, StringComparison.Ordinal)) return type;
-        throw new InvalidDataException(
-            $"{config.Path} has no model_type and its architectures [{string.Join(", ", config.Architectures)}] name no known family.");
-    }
+    public static string ResolveModelType(HfConfig config) => ModelRegistry.ResolveModelType(config);
 
     /// <summary>A backbone without head (BertModel, RobertaModel, DistilBertModel), randomly initialised.</summary>
     /// <exception cref="NotSupportedException">The model_type has no backbone here; the message lists those supported.</exception>
-    public static EncoderModel CreateBaseModel(HfConfig config) => Pick(BaseModels, config, "a base encoder")(config);
+    public static EncoderModel CreateBaseModel(HfConfig config) => Pick(config, f => f.Backbone, "a base encoder")(config);
 
     /// <summary>A sequence classifier (e.g. BertForSequenceClassification) with <paramref name="numLabels"/> outputs,
     /// randomly initialised as transformers does.</summary>
     /// <exception cref="NotSupportedException">The model_type has no classifier here; the message lists those supported.</exception>
     public static SequenceClassificationModel CreateSequenceClassification(HfConfig config, int numLabels) =>
-        Pick(SequenceClassifiers, config, "sequence classification")(config, numLabels);
+        Pick(config, f => f.SequenceClassifier, "sequence classification")(config, numLabels);
 
     /// <summary>An extractive question-answering model (e.g. BertForQuestionAnswering), randomly initialised.</summary>
     /// <exception cref="NotSupportedException">The model_type has no QA model here; the message lists those supported.</exception>
     public static QuestionAnsweringModel CreateQuestionAnswering(HfConfig config) =>
-        Pick(QuestionAnswerers, config, "question answering")(config);
+        Pick(config, f => f.QuestionAnswerer, "question answering")(config);
+
+    /// <summary>A randomly initialised causal language model for a config (float32, CPU).</summary>
+    /// <exception cref="NotSupportedException">The config's model_type is not one of <see cref="SupportedCausalModelTypes"/>
+    /// (an encoder's is named as such).</exception>
+    public static CausalLanguageModel CreateCausalLM(HfConfig config)
+    {
+        TorchRuntime.EnsureLoaded();
+        return Pick(config, f => f.CausalLM, "causal language modelling")(config);
+    }
 
     /// <summary>Builds the backbone a folder's config.json describes and loads its weights (a task checkpoint's backbone too).</summary>
     public static (EncoderModel Model, WeightLoadReport Report) FromPretrainedBaseModel(
@@ -89,6 +68,36 @@ public static class ModelFactory
     {
         var model = CreateQuestionAnswering(HfConfig.Load(folder));
         return (model, LoadPretrained(model, folder, dtype, device));
+    }
+
+    /// <summary>Loads a Hugging Face folder (config.json + safetensors) into a causal LM in evaluation mode.</summary>
+    /// <param name="folder">The model folder.</param>
+    /// <param name="dtype">Parameter dtype (float32 when null); bfloat16 halves memory and is faster on recent CPUs.</param>
+    /// <param name="device">Target device (CPU when null).</param>
+    /// <exception cref="InvalidDataException">The checkpoint lacks weights the model needs (names them).</exception>
+    public static CausalLanguageModel FromPretrainedCausalLM(string folder, ScalarType? dtype = null, Device? device = null) =>
+        FromPretrainedCausalLM(folder, dtype, device, out _);
+
+    /// <summary>As <see cref="FromPretrainedCausalLM(string, ScalarType?, Device?)"/>, also reporting what was loaded and
+    /// which checkpoint keys were ignored (e.g. GPT-2's stored causal-mask buffers <c>h.N.attn.bias</c>).</summary>
+    public static CausalLanguageModel FromPretrainedCausalLM(string folder, ScalarType? dtype, Device? device, out WeightLoadReport report)
+    {
+        var model = CreateCausalLM(HfConfig.Load(folder));
+        try
+        {
+            report = LoadPretrained(model, folder, dtype ?? ScalarType.Float32, device);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        if (report.MissingWeightsError(folder, model.ModelType, [], "Is tie_word_embeddings right in config.json?") is { } missing)
+        {
+            model.Dispose();
+            throw missing;
+        }
+        return model;
     }
 
     /// <summary>
@@ -117,12 +126,21 @@ public static class ModelFactory
         }
     }
 
-    private static TFactory Pick<TFactory>(Dictionary<string, TFactory> table, HfConfig config, string task)
+    /// <summary>The family's builder for one task, or an error in the user's terms: the wrong kind of model for the task
+    /// (a causal folder given to an encoder task, or the reverse), or an unknown model_type; both list what is supported.</summary>
+    private static TBuilder Pick<TBuilder>(HfConfig config, Func<ModelFamily, TBuilder?> builder, string task) where TBuilder : class
     {
         var type = ResolveModelType(config);
-        return table.TryGetValue(type, out var factory)
-            ? factory
-            : throw new NotSupportedException(
-                $"{config.Path}: model_type \"{type}\" is not supported for {task}; supported: {string.Join(", ", table.Keys.Order(StringComparer.Ordinal))}.");
+        var family = ModelRegistry.Families.FirstOrDefault(f => f.ModelType == type);
+        if (family is not null && builder(family) is { } build) return build;
+        var supported = ModelRegistry.Families.Where(f => builder(f) is not null).Select(f => f.ModelType).Order(StringComparer.Ordinal);
+        var wanted = supported.Select(t => ModelRegistry.Get(t).Kind).First() == ModelKind.Encoder ? "an encoder" : "a causal language model";
+        throw family is null
+            ? new NotSupportedException(
+                $"{config.Path}: model_type \"{type}\" is not supported for {task}; supported: {string.Join(", ", supported)} " +
+                $"(a new family is a row for '{type}' in ModelRegistry).")
+            : new NotSupportedException(
+                $"{config.Path}: model_type '{type}' is {(family.Kind == ModelKind.Encoder ? "an encoder" : "a causal language model")}; " +
+                $"{task} needs {wanted}: {string.Join(", ", supported)}.");
     }
 }

@@ -12,7 +12,7 @@ public sealed record RobertaConfig : BertConfig
     public RobertaConfig() { PadTokenId = 1; VocabSize = 50265; MaxPositionEmbeddings = 514; }
 
     /// <summary>Reads a RoBERTa config.</summary>
-    public static new RobertaConfig FromHf(HfConfig config) => Read(config, new RobertaConfig());
+    public static new RobertaConfig FromHf(HfConfig config) => Validated(config.Bind<RobertaConfig>(), config);
 
     /// <summary>Longest input the position table allows: positions run from pad_token_id + 1 (fairseq's convention).</summary>
     public int MaxSequenceLength => MaxPositionEmbeddings - PadTokenId - 1;
@@ -21,8 +21,6 @@ public sealed record RobertaConfig : BertConfig
 /// <summary>RobertaModel: BERT's layers and key names; positions count real tokens only, starting at pad_token_id + 1.</summary>
 public sealed class RobertaModel : EncoderModel
 {
-    private readonly RobertaConfig _cfg;
-    private readonly HfConfig _config;
     private BertEmbeddings embeddings;
     private EncoderLayers<BertLayer> encoder;
     private BertPooler? pooler;
@@ -32,24 +30,22 @@ public sealed class RobertaModel : EncoderModel
     /// <param name="addPoolingLayer">False inside the task models, which have no pooler in transformers.</param>
     public RobertaModel(HfConfig config, bool addPoolingLayer = true) : this(RobertaConfig.FromHf(config), config, addPoolingLayer) { }
 
-    internal RobertaModel(RobertaConfig cfg, HfConfig config, bool addPoolingLayer) : base(nameof(RobertaModel))
+    internal RobertaModel(RobertaConfig settings, HfConfig config, bool addPoolingLayer) : base(nameof(RobertaModel), config, "roberta")
     {
-        (_cfg, _config) = (cfg, config);
-        embeddings = new BertEmbeddings(cfg, positionPaddingIdx: cfg.PadTokenId);
-        encoder = BertLayer.Stack(cfg);
-        pooler = addPoolingLayer ? new BertPooler(cfg) : null;
+        Settings = settings;
+        embeddings = new BertEmbeddings(settings, positionPaddingIdx: settings.PadTokenId);
+        encoder = BertLayer.Stack(settings);
+        pooler = addPoolingLayer ? new BertPooler(settings) : null;
         RegisterComponents();
-        HfInit.Apply(this, cfg.InitializerRange);
-        HfInit.ZeroRow(embeddings.word_embeddings, cfg.PadTokenId);
-        HfInit.ZeroRow(embeddings.position_embeddings, cfg.PadTokenId);
+        HfInit.Apply(this, settings.InitializerRange);
+        HfInit.ZeroRow(embeddings.word_embeddings, settings.PadTokenId);
+        HfInit.ZeroRow(embeddings.position_embeddings, settings.PadTokenId);
     }
 
-    public override HfConfig Config => _config;
-    public override string ModelType => "roberta";
-    public override string BaseModelPrefix => "roberta";
-    public override int HiddenSize => _cfg.HiddenSize;
-    /// <summary>The typed hyperparameters.</summary>
-    public RobertaConfig Hyperparameters => _cfg;
+    /// <summary>The typed config.</summary>
+    public RobertaConfig Settings { get; }
+    /// <inheritdoc/>
+    public override int HiddenSize => Settings.HiddenSize;
 
     /// <summary>Last hidden state (B, T, H) and pooled output (B, H) (null without a pooler).</summary>
     public override EncoderOutput forward(EncoderInputs inputs)
@@ -64,10 +60,10 @@ public sealed class RobertaModel : EncoderModel
     /// (so left padding does not shift them) and pad tokens get pad_token_id.</summary>
     internal Tensor PositionIds(Tensor inputIds)
     {
-        if (inputIds.shape[1] > _cfg.MaxSequenceLength)
-            throw new ArgumentException($"Sequence length {inputIds.shape[1]} exceeds {_cfg.MaxSequenceLength} (max_position_embeddings {_cfg.MaxPositionEmbeddings} - pad_token_id - 1) of {_config.Path}; truncate inputs.");
-        var real = inputIds.ne(_cfg.PadTokenId).to_type(ScalarType.Int64);                      // (B, T) 1 for non-pad
-        return real.cumsum(1) * real + _cfg.PadTokenId;                                         // (B, T)
+        if (inputIds.shape[1] > Settings.MaxSequenceLength)
+            throw new ArgumentException($"Sequence length {inputIds.shape[1]} exceeds {Settings.MaxSequenceLength} (max_position_embeddings {Settings.MaxPositionEmbeddings} - pad_token_id - 1) of {Config.Path}; truncate inputs.");
+        var real = inputIds.ne(Settings.PadTokenId).to_type(ScalarType.Int64);                  // (B, T) 1 for non-pad
+        return real.cumsum(1) * real + Settings.PadTokenId;                                     // (B, T)
     }
 }
 
@@ -78,19 +74,18 @@ public sealed class RobertaForSequenceClassification : SequenceClassificationMod
     private nn.Module<Tensor, Tensor> classifier;
 
     /// <summary>Builds the model; the head is initialised as transformers does (normal(0, initializer_range), zero bias).</summary>
-    public RobertaForSequenceClassification(HfConfig config, int numLabels) : base(nameof(RobertaForSequenceClassification), numLabels)
+    public RobertaForSequenceClassification(HfConfig config, int numLabels)
+        : base(nameof(RobertaForSequenceClassification), config, "roberta", numLabels, "classifier")
     {
-        var cfg = RobertaConfig.FromHf(config);
-        roberta = new RobertaModel(cfg, config, addPoolingLayer: false);
-        classifier = new RobertaClassificationHead(cfg, numLabels);
+        roberta = new RobertaModel(RobertaConfig.FromHf(config), config, addPoolingLayer: false);
+        Settings = roberta.Settings;
+        classifier = new RobertaClassificationHead(Settings, numLabels);
         RegisterComponents();
-        HfInit.Apply(classifier, cfg.InitializerRange);
+        HfInit.Apply(classifier, Settings.InitializerRange);
     }
 
-    public override HfConfig Config => roberta.Config;
-    public override string ModelType => "roberta";
-    public override string BaseModelPrefix => "roberta";
-    public override IReadOnlyList<string> HeadModuleNames => ["classifier"];
+    /// <summary>The typed config.</summary>
+    public RobertaConfig Settings { get; }
 
     /// <summary>Logits (B, NumLabels) from the first token (&lt;s&gt;).</summary>
     public override Tensor forward(EncoderInputs inputs) => classifier.forward(roberta.forward(inputs).LastHiddenState);
@@ -99,26 +94,15 @@ public sealed class RobertaForSequenceClassification : SequenceClassificationMod
 /// <summary>RobertaForQuestionAnswering: <c>roberta</c> (no pooler), <c>qa_outputs</c> (H -> 2).</summary>
 public sealed class RobertaForQuestionAnswering : QuestionAnsweringModel
 {
-    private RobertaModel roberta;
-    private nn.Module<Tensor, Tensor> qa_outputs;
-
     /// <summary>Builds the model; <c>qa_outputs</c> is initialised as transformers does.</summary>
-    public RobertaForQuestionAnswering(HfConfig config) : base(nameof(RobertaForQuestionAnswering))
-    {
-        var cfg = RobertaConfig.FromHf(config);
-        roberta = new RobertaModel(cfg, config, addPoolingLayer: false);
-        qa_outputs = nn.Linear(cfg.HiddenSize, 2);
-        RegisterComponents();
-        HfInit.Apply(qa_outputs, cfg.InitializerRange);
-    }
+    public RobertaForQuestionAnswering(HfConfig config)
+        : this(new RobertaModel(RobertaConfig.FromHf(config), config, addPoolingLayer: false)) { }
 
-    public override HfConfig Config => roberta.Config;
-    public override string ModelType => "roberta";
-    public override string BaseModelPrefix => "roberta";
+    private RobertaForQuestionAnswering(RobertaModel roberta)
+        : base(nameof(RobertaForQuestionAnswering), roberta, roberta.Settings.InitializerRange) => Settings = roberta.Settings;
 
-    /// <summary>Start and end logits, each (B, T).</summary>
-    public override (Tensor StartLogits, Tensor EndLogits) forward(EncoderInputs inputs) =>
-        SpanHead.Split(qa_outputs.forward(roberta.forward(inputs).LastHiddenState));
+    /// <summary>The typed config.</summary>
+    public RobertaConfig Settings { get; }
 }
 
 /// <summary>transformers' RobertaClassificationHead: h[:, 0] -> dropout -> dense -> tanh -> dropout -> out_proj.</summary>

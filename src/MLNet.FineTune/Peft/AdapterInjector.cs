@@ -1,4 +1,3 @@
-using System.Text.RegularExpressions;
 using MLNet.FineTune.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -13,10 +12,10 @@ internal static class AdapterInjector
 
     /// <summary>The adapter layers an injection creates, not yet placed in the model, and the config as resolved
     /// against it.</summary>
-    public sealed record Plan(PeftConfig Resolved, Dictionary<string, AdaptedLinear> Layers, IReadOnlyList<string> Saved);
+    public sealed record Plan(MethodOptions Resolved, Dictionary<string, AdaptedLinear> Layers, IReadOnlyList<string> Saved);
 
     /// <summary>Plans and applies an injection.</summary>
-    public static Plan Inject(nn.Module model, PeftConfig config, PeftOptions options)
+    public static Plan Inject(nn.Module model, MethodOptions config, PeftOptions options)
     {
         var plan = Prepare(model, config, options);
         Apply(model, plan, options);
@@ -26,8 +25,10 @@ internal static class AdapterInjector
     /// <summary>Resolves the targets and builds their adapter layers without placing them: the model's modules and
     /// trainable flags are unchanged (PiSSA's initialisation, though, already writes the residual into the base weights
     /// it wraps).</summary>
-    public static Plan Prepare(nn.Module model, PeftConfig config, PeftOptions options)
+    public static Plan Prepare(nn.Module model, MethodOptions config, PeftOptions options)
     {
+        var method = PeftMethods.For(config);
+        method.Validate(config);
         var pretrained = model as IPretrainedModel;
         var modelType = options.ModelType ?? pretrained?.ModelType;
         var heads = options.HeadModuleNames ?? pretrained?.HeadModuleNames ?? [];
@@ -51,10 +52,10 @@ internal static class AdapterInjector
         var modules = model.named_modules().ToList();
         var savedPaths = modules.Select(m => m.name).Where(n => ModuleMatcher.IsModuleToSave(n, savedEntries)).ToList();
 
-        if (config is FullFineTuneConfig)
+        if (!method.InjectsAdapters)
             return new Plan(config with { TaskType = taskType, ModulesToSave = writtenSaved.Count > 0 ? writtenSaved : null }, new(), []);
 
-        var (targets, pattern, resolved) = ResolveTargets(config, modelType, modules, heads);
+        var (targets, pattern, resolved) = ResolveTargets(method, config, modelType, modules, heads);
         var matched = new List<(string Path, BaseLinear Base)>();
         int excluded = 0;
         foreach (var (name, module) in modules)
@@ -79,7 +80,7 @@ internal static class AdapterInjector
         foreach (var (path, baseLinear) in matched)
         {
             var adapterDType = options.AdapterDType ?? (IsHalf(baseLinear.Weight.dtype) ? ScalarType.Float32 : baseLinear.Weight.dtype);
-            layers[path] = Create(resolved, path, baseLinear, adapterDType);
+            layers[path] = method.CreateLayer(resolved, path, baseLinear, adapterDType);
         }
         bool fanInFanOut = matched.Any(m => m.Base.FanInFanOut);
         var final = resolved with
@@ -95,7 +96,7 @@ internal static class AdapterInjector
     /// 16-bit base, and freezes all but the adapter, the modules to save and the configured biases.</summary>
     public static void Apply(nn.Module model, Plan plan, PeftOptions options)
     {
-        if (plan.Resolved is FullFineTuneConfig)
+        if (!PeftMethods.For(plan.Resolved).InjectsAdapters)
         {
             foreach (var (_, p) in model.named_parameters()) p.requires_grad = !plan.Resolved.InferenceMode;
             return;
@@ -119,8 +120,8 @@ internal static class AdapterInjector
     private static bool IsHalf(ScalarType dtype) => dtype is ScalarType.Float16 or ScalarType.BFloat16;
 
     // Fills in the family's defaults and expands "all-linear"; returns what matching uses and the config to record.
-    private static (IReadOnlyList<string>? Targets, string? Pattern, PeftConfig Resolved) ResolveTargets(
-        PeftConfig config, string? modelType, List<(string name, nn.Module module)> modules, IReadOnlyList<string> heads)
+    private static (IReadOnlyList<string>? Targets, string? Pattern, MethodOptions Resolved) ResolveTargets(PeftMethod method,
+        MethodOptions config, string? modelType, List<(string name, nn.Module module)> modules, IReadOnlyList<string> heads)
     {
         if (config.TargetModulesPattern is { } p && p.Equals(AllLinear, StringComparison.OrdinalIgnoreCase))
         {
@@ -133,45 +134,13 @@ internal static class AdapterInjector
         }
         else if (config.TargetModules is null && config.TargetModulesPattern is null)
         {
-            config = config switch
-            {
-                LoraConfig => config with { TargetModules = TargetModuleDefaults.LoraTargets(modelType) ?? throw NoDefaults(config, modelType) },
-                IA3Config => config with { TargetModules = (TargetModuleDefaults.IA3Targets(modelType) ?? throw NoDefaults(config, modelType)).Targets },
-                BottleneckConfig b => config with { TargetModulesPattern = TargetModuleDefaults.BottleneckPattern(modelType, b.Kind) ?? throw NoDefaults(config, modelType) },
-                _ => config,
-            };
+            config = method.WithDefaultTargets(config, modelType) ?? throw NoDefaults(method, modelType);
         }
-        if (config is IA3Config ia3)
-        {
-            if (ia3.FeedforwardModules is null && ia3.FeedforwardModulesPattern is null)
-                config = ia3 = ia3 with { FeedforwardModules = (TargetModuleDefaults.IA3Targets(modelType) ?? throw NoDefaults(config, modelType, "feedforward_modules")).Feedforward };
-            if (ia3.FeedforwardModules is { } ff && ia3.TargetModules is { } t && ff.Except(t).FirstOrDefault() is { } stray)
-                throw new ArgumentException($"IA3 feedforward_modules must be a subset of target_modules: '{stray}' is not a target ({string.Join(", ", t)}).");
-        }
+        config = method.Resolve(config, modelType);
         return (config.TargetModules, config.TargetModulesPattern, config);
     }
 
-    private static AdaptedLinear Create(PeftConfig config, string path, BaseLinear baseLinear, ScalarType adapterDType) => config switch
-    {
-        LoraConfig lora => new LoraLinear(baseLinear,
-            rank: PatternValue(lora.RankPattern, path) ?? lora.Rank,
-            alpha: PatternValue(lora.AlphaPattern, path) ?? lora.Alpha,
-            dropout: lora.Dropout, useRsLora: lora.UseRsLora, useDora: lora.UseDora, init: lora.Init, adapterDType: adapterDType),
-        IA3Config ia3 => new IA3Linear(baseLinear, ModuleMatcher.IsFeedforward(ia3, path), ia3.InitIA3Weights, adapterDType),
-        BottleneckConfig b => new BottleneckLinear(baseLinear, b.ReductionFactor, b.NonLinearity, b.Scaling, adapterDType),
-        _ => throw new NotSupportedException($"No adapter layer for peft_type {config.PeftType}."),
-    };
-
-    // PEFT's get_pattern_key: the first key that matches the end of the module name (as a name or a regex).
-    private static T? PatternValue<T>(IReadOnlyDictionary<string, T>? patterns, string path) where T : struct
-    {
-        if (patterns is null) return null;
-        foreach (var (key, value) in patterns)
-            if (Regex.IsMatch(path, $@"^(.*\.)?({key})\z")) return value;
-        return null;
-    }
-
-    private static void SetTrainable(nn.Module model, PeftConfig config, Dictionary<string, AdaptedLinear> layers, IReadOnlyList<string> savedPaths)
+    private static void SetTrainable(nn.Module model, MethodOptions config, Dictionary<string, AdaptedLinear> layers, IReadOnlyList<string> savedPaths)
     {
         foreach (var (_, p) in model.named_parameters()) p.requires_grad = false;
         if (config.InferenceMode) return;
@@ -179,18 +148,13 @@ internal static class AdapterInjector
             foreach (var (_, p) in layer.AdapterParameters()) p.requires_grad = true;
         foreach (var path in savedPaths)
             foreach (var (_, p) in ModuleSurgery.Get(model, path).named_parameters()) p.requires_grad = true;
-        if (config is LoraConfig { Bias: PeftBias.All })
-            foreach (var (name, p) in model.named_parameters())
-                if (name == "bias" || name.EndsWith(".bias", StringComparison.Ordinal)) p.requires_grad = true;
-        if (config is LoraConfig { Bias: PeftBias.LoraOnly })
-            foreach (var layer in layers.Values)
-                if (layer.Bias is { } b) b.requires_grad = true;
+        foreach (var extra in PeftMethods.For(config).ExtraTrainable(model, config, layers)) extra.requires_grad = true;
     }
 
-    private static ArgumentException NoDefaults(PeftConfig config, string? modelType, string field = "target_modules") =>
-        new($"No default {field} for {config.PeftType} on model type '{modelType ?? "(unknown)"}' (defaults exist for {string.Join(", ", TargetModuleDefaults.KnownModelTypes)}): set {field} in the config.");
+    private static ArgumentException NoDefaults(PeftMethod method, string? modelType) =>
+        new($"No default target_modules for {method.PeftType} on model type '{modelType ?? "(unknown)"}' (defaults exist for {string.Join(", ", method.KnownModelTypes)}): set target_modules in the config.");
 
-    private static ArgumentException NothingMatched(PeftConfig config, IReadOnlyList<string>? targets, string? pattern, int excluded,
+    private static ArgumentException NothingMatched(MethodOptions config, IReadOnlyList<string>? targets, string? pattern, int excluded,
         List<(string name, nn.Module module)> modules)
     {
         var what = pattern is not null ? $"pattern '{pattern}'" : $"[{string.Join(", ", targets ?? [])}]";

@@ -25,7 +25,7 @@ public static class ModuleMatcher
     /// <param name="config">Exclusions and layer filters.</param>
     /// <param name="modulesToSave">Modules trained in full: never adapted, nor anything inside them.</param>
     /// <param name="key">The module's full name.</param>
-    public static ModuleMatch Check(IReadOnlyList<string>? targets, string? targetPattern, PeftConfig config,
+    public static ModuleMatch Check(IReadOnlyList<string>? targets, string? targetPattern, MethodOptions config,
         IReadOnlyList<string> modulesToSave, string key)
     {
         if (config.ExcludeModulesPattern is { Length: > 0 } excludePattern)
@@ -65,13 +65,6 @@ public static class ModuleMatcher
             }
         return m.Success ? int.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : null;
     }
-
-    /// <summary>PEFT's feed-forward test for IA3: the name ends with an entry (no dot required), or the pattern
-    /// matches the whole name.</summary>
-    public static bool IsFeedforward(IA3Config config, string key) =>
-        config.FeedforwardModulesPattern is { } pattern
-            ? FullMatch(pattern, key)
-            : (config.FeedforwardModules ?? []).Any(f => key.EndsWith(f, StringComparison.Ordinal));
 
     /// <summary>True when one of the modules-to-save <paramref name="entries"/> selects the module <paramref name="key"/>
     /// (PEFT: the name ends with the entry).</summary>

@@ -12,11 +12,9 @@ public static class PeftAdapterFile
     public const string WeightsFileName = "adapter_model.safetensors";
 
     // Tensor names that live on an adapted layer (the rest of a key is the layer's module path).
-    private static readonly string[] LayerSuffixes =
-    [
-        "lora_A.weight", "lora_B.weight", "lora_magnitude_vector", "ia3_l", "base_layer.bias",
-        "adapter_down.weight", "adapter_down.bias", "adapter_up.weight", "adapter_up.bias",
-    ];
+    // Keys of an adapter layer's own tensors end with one of these (each method names its own), so the rest of the key
+    // is the wrapped linear layer's path.
+    private static IEnumerable<string> LayerSuffixes => PeftMethods.All.SelectMany(m => m.AdapterTensorNames).Append("base_layer.bias");
 
     /// <summary>Reads the adapter's tensors onto the CPU, as stored.</summary>
     /// <exception cref="FileNotFoundException">No safetensors file (a pickle-only <c>adapter_model.bin</c> is named

@@ -47,7 +47,7 @@ public sealed class PeftModel
 
     private readonly Dictionary<string, AdaptedLinear> _layers;
 
-    private PeftModel(nn.Module model, PeftConfig config, Dictionary<string, AdaptedLinear> layers, IReadOnlyList<string> savedModules)
+    private PeftModel(nn.Module model, MethodOptions config, Dictionary<string, AdaptedLinear> layers, IReadOnlyList<string> savedModules)
     {
         Model = model;
         Config = config;
@@ -60,7 +60,7 @@ public sealed class PeftModel
 
     /// <summary>The config as resolved against the model (targets, modules_to_save, task type, fan_in_fan_out):
     /// what <see cref="SaveAdapter"/> writes.</summary>
-    public PeftConfig Config { get; }
+    public MethodOptions Config { get; }
 
     /// <summary>The adapter layers by module path.</summary>
     public IReadOnlyDictionary<string, AdaptedLinear> Layers => _layers;
@@ -73,7 +73,7 @@ public sealed class PeftModel
     /// <exception cref="ArgumentException">Nothing matched the targets (lists the model's linear layers), or a
     /// matched module is not a linear layer, or no default targets exist for the model family.</exception>
     /// <exception cref="InvalidOperationException">The model already holds an adapter.</exception>
-    public static PeftModel Inject(nn.Module model, PeftConfig config, PeftOptions? options = null)
+    public static PeftModel Inject(nn.Module model, MethodOptions config, PeftOptions? options = null)
     {
         Runtime.TorchRuntime.EnsureLoaded();
         options ??= new PeftOptions();
@@ -153,18 +153,8 @@ public sealed class PeftModel
         foreach (var path in SavedModules)
             foreach (var (name, t) in ModuleSurgery.Get(Model, path).state_dict())
                 result[KeyPrefix + path + "." + name] = t;
-        if (Config is LoraConfig { Bias: not PeftBias.None } lora)
-        {
-            foreach (var (path, layer) in _layers)
-                if (layer.Bias is { } b) result[KeyPrefix + path + ".base_layer.bias"] = b;
-            if (lora.Bias == PeftBias.All)
-                foreach (var (name, p) in Model.named_parameters())
-                {
-                    var owner = name.Contains('.') ? name[..name.LastIndexOf('.')] : "";
-                    if ((name == "bias" || name.EndsWith(".bias", StringComparison.Ordinal)) && !_layers.ContainsKey(owner))
-                        result.TryAdd(KeyPrefix + name, p);
-                }
-        }
+        foreach (var (name, tensor) in PeftMethods.For(Config).ExtraAdapterState(Model, Config, _layers))
+            result.TryAdd(KeyPrefix + name, tensor);
         return result;
     }
 
@@ -233,10 +223,10 @@ public sealed class PeftModel
 
     // The adapter's shapes depend on the config (rank per module) and on the model (layer widths): build the layers
     // the config describes without placing them, compare, and drop them, so a mismatch fails before the model changes.
-    // PiSSA's initialisation would rewrite the base weights; the shapes do not depend on it, so the default stands in.
-    private static void CheckShapesFit(nn.Module model, PeftConfig config, PeftOptions options, IReadOnlyDictionary<string, Tensor> tensors, string source)
+    // Initialisations that rewrite the base weights (PiSSA) are swapped for one that does not: shapes do not depend on it.
+    private static void CheckShapesFit(nn.Module model, MethodOptions config, PeftOptions options, IReadOnlyDictionary<string, Tensor> tensors, string source)
     {
-        var shapeConfig = config is LoraConfig { Init: LoraInit.PiSSA } pissa ? pissa with { Init = LoraInit.Default } : config;
+        var shapeConfig = PeftMethods.For(config).ForShapeCheck(config);
         var (resolved, layers, saved) = AdapterInjector.Prepare(model, shapeConfig, options);
         try
         {

@@ -18,23 +18,25 @@ namespace MLNet.FineTune.Persistence;
 /// <item>one zip entry per payload, named by the payload, holding exactly the payload's bytes (no framing), so
 /// <c>adapter.safetensors</c> in the zip is a valid safetensors file.</item>
 /// </list>
-/// <para>Usage, in a <c>RowToRowTransformerBase</c>:</para>
+/// <para>Usage (as the task transformers do it, through <c>FineTunedTransformer</c>, which implements
+/// <see cref="ICanSaveModel"/>): each transformer declares its version info and its ML.NET loader, and the shared
+/// base writes the payloads.</para>
 /// <code>
 /// private static VersionInfo GetVersionInfo() => ModelZipStorage.CreateVersionInfo(
 ///     modelSignature: "MLFTTXCL", loaderSignature: LoaderSignature,
 ///     currentVersion: 0x00010001, readableByVersion: 0x00010001, readsBackToVersion: 0x00010001,
 ///     loaderType: typeof(TextClassificationTransformer));
 ///
-/// protected override void SaveModel(ModelSaveContext ctx) => ModelZipStorage.Save(ctx, GetVersionInfo(), payloads =>
+/// void ICanSaveModel.Save(ModelSaveContext ctx) => ModelZipStorage.Save(ctx, SavedVersion, payloads =>
 /// {
-///     payloads.AddJson("options.json", _options);
-///     payloads.Add("adapter.safetensors", stream => _adapter.WriteSafetensors(stream));
+///     payloads.AddJson("settings.json", settings, ModelZipStorage.JsonOptions);
+///     adapted.Save(payloads, storage);     // base config, tokenizer, adapter config, weights (AdaptedModelZip)
 /// });
 ///
 /// private static TextClassificationTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
 /// {
 ///     var payloads = ModelZipStorage.Load(ctx, GetVersionInfo());
-///     var options = payloads.ReadJson&lt;Options&gt;("options.json");
+///     var settings = payloads.ReadJson&lt;Settings&gt;("settings.json", ModelZipStorage.JsonOptions);
 ///     ...
 /// }
 /// </code>

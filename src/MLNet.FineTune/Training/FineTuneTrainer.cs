@@ -25,7 +25,7 @@ public sealed class TrainingSetup
     /// <summary>Number of training examples; the loss callback receives indices in [0, ExampleCount).</summary>
     public required int ExampleCount { get; init; }
 
-    /// <summary>Token length of each example; needed for <see cref="TrainerOptions.LengthBucketing"/>.</summary>
+    /// <summary>Token length of each example; needed for <see cref="TrainingOptions.LengthBucketing"/>.</summary>
     public IReadOnlyList<int>? ExampleLengths { get; init; }
 
     /// <summary>Collates the given examples, runs the model and returns the mean loss of the batch as a scalar tensor.
@@ -47,8 +47,19 @@ public sealed class TrainingSetup
     /// Null records nothing (and accepts only checkpoints that recorded nothing).</summary>
     public IReadOnlyDictionary<string, string>? RunFingerprint { get; init; }
 
-    /// <summary>The loop's options.</summary>
-    public TrainerOptions Options { get; init; } = new();
+    /// <summary>The loop's options (a task's options are these: they derive from <see cref="TrainingOptions"/>).</summary>
+    public TrainingOptions Options { get; init; } = new();
+
+    /// <summary>The values decided when the run started (learning rate, seed); null decides them from
+    /// <see cref="Options"/> alone (<see cref="ResolvedTraining.From"/>).</summary>
+    public ResolvedTraining? Resolved { get; init; }
+
+    /// <summary>Receives the progress reports instead of <see cref="TrainingOptions.Progress"/> (the ML.NET layer's
+    /// channel, which forwards to the options' own); null reports to the options'.</summary>
+    public IProgress<TrainingProgress>? Progress { get; init; }
+
+    /// <summary>Receives human-readable log lines (the ML.NET layer connects its channel here).</summary>
+    public Action<string>? Log { get; init; }
 }
 
 /// <summary>What training produced. The model passed in holds the final weights (the best evaluated ones when
@@ -98,9 +109,9 @@ public static class FineTuneTrainer
         if (setup.ExampleCount < 1) throw new ArgumentException($"TrainingSetup.ExampleCount must be at least 1 (got {setup.ExampleCount}).", nameof(setup));
         if (setup.Parameters is null || setup.Parameters.Count == 0) throw new ArgumentException("TrainingSetup.Parameters is empty: nothing would be trained.", nameof(setup));
         if (setup.Options.EarlyStoppingPatience is not null && setup.Evaluate is null)
-            throw new ArgumentException("TrainerOptions.EarlyStoppingPatience needs an evaluation callback (TrainingSetup.Evaluate).", nameof(setup));
+            throw new ArgumentException($"{setup.Options.GetType().Name}.EarlyStoppingPatience needs an evaluation callback (TrainingSetup.Evaluate).", nameof(setup));
         if (setup.Options.LengthBucketing && setup.ExampleLengths is null)
-            throw new ArgumentException("TrainerOptions.LengthBucketing needs TrainingSetup.ExampleLengths.", nameof(setup));
+            throw new ArgumentException($"{setup.Options.GetType().Name}.LengthBucketing needs TrainingSetup.ExampleLengths.", nameof(setup));
         TorchRuntime.EnsureLoaded();
         return new TrainingRun(setup).Execute();
     }
@@ -111,7 +122,7 @@ public static class FineTuneTrainer
         TrainingCheckpoint.List(directory) is { Count: > 0 } all ? all[^1].Folder : null;
 
     /// <summary>Optimizer steps a run of these options makes over <paramref name="exampleCount"/> examples.</summary>
-    public static long PlannedSteps(TrainerOptions options, int exampleCount)
+    public static long PlannedSteps(TrainingOptions options, int exampleCount)
     {
         int batches = (exampleCount + options.BatchSize - 1) / options.BatchSize;
         long perEpoch = (batches + options.GradientAccumulationSteps - 1) / options.GradientAccumulationSteps;
@@ -121,7 +132,13 @@ public static class FineTuneTrainer
     /// <summary>One run's mutable state.</summary>
     private sealed class TrainingRun(TrainingSetup setup)
     {
-        private readonly TrainerOptions _o = setup.Options;
+        private readonly TrainingOptions _o = setup.Options;
+        private readonly IProgress<TrainingProgress>? _progress = setup.Progress ?? setup.Options.Progress;
+        private readonly ResolvedTraining _resolved = setup.Resolved ?? ResolvedTraining.From(setup.Options);
+
+        // Evaluations run when there is something to evaluate: every EvaluateEverySteps steps, else after each epoch.
+        private readonly EvaluationStrategy _evaluation = setup.Evaluate is null ? EvaluationStrategy.None
+            : setup.Options.EvaluateEverySteps is null ? EvaluationStrategy.Epoch : EvaluationStrategy.Steps;
         private readonly List<TrainingStepRecord> _history = [];
         private EarlyStoppingTracker _tracker = new(setup.Options.EarlyStoppingPatience, setup.Options.EarlyStoppingThreshold);
         private FlatAdamW _optimizer = null!;
@@ -132,11 +149,11 @@ public static class FineTuneTrainer
 
         public TrainingResult Execute()
         {
-            var sampler = new BatchSampler(setup.ExampleCount, _o.BatchSize, _o.Seed, setup.ExampleLengths, _o.LengthBucketing, _o.LengthBucketingMegaBatches);
+            var sampler = new BatchSampler(setup.ExampleCount, _o.BatchSize, _resolved.Seed, setup.ExampleLengths, _o.LengthBucketing, _o.LengthBucketingMegaBatches);
             _totalSteps = PlannedSteps(_o, setup.ExampleCount);
             _warmupSteps = LearningRateSchedules.WarmupSteps(_o.WarmupSteps, _o.WarmupRatio, _totalSteps);
-            manual_seed(_o.Seed);
-            if (cuda.is_available()) cuda.manual_seed_all(_o.Seed);
+            manual_seed(_resolved.Seed);
+            if (cuda.is_available()) cuda.manual_seed_all(_resolved.Seed);
 
             var model = setup.Model;
             bool wasTraining = model.training;
@@ -159,8 +176,8 @@ public static class FineTuneTrainer
                             bool epochEnd = end == batches.Count;
                             (_epoch, _nextBatch) = epochEnd ? (_epoch + 1, 0) : (_epoch, end);
                             bool stop = false;
-                            if (setup.Evaluate is not null && (_o.EvaluationStrategy == EvaluationStrategy.Epoch && epochEnd
-                                || _o.EvaluationStrategy == EvaluationStrategy.Steps && _globalStep % _o.EvalSteps == 0))
+                            if (setup.Evaluate is not null && (_evaluation == EvaluationStrategy.Epoch && epochEnd
+                                || _evaluation == EvaluationStrategy.Steps && _globalStep % _o.EvaluateEverySteps == 0))
                                 stop = Evaluate(epochNumber);
                             if (_o.CheckpointEverySteps is int every && _globalStep % every == 0) SaveCheckpoint();
                             if (stop) { stopReason = TrainingStopReason.EarlyStopped; break; }
@@ -226,15 +243,15 @@ public static class FineTuneTrainer
                 loss = lossSum.cpu().item<float>();
             }
             if (!double.IsFinite(loss)) Diverged("loss", loss, epochNumber, batches.Take(end).Skip(start));
-            double gradNorm = _optimizer.ClipGradNorm(_o.MaxGradNorm ?? 0);
+            double gradNorm = _optimizer.ClipGradNorm(_o.MaxGradientNorm);
             if (!double.IsFinite(gradNorm)) Diverged("gradient norm", gradNorm, epochNumber, batches.Take(end).Skip(start));
 
-            double lr = _o.LearningRate * LearningRateSchedules.Multiplier(_o.Schedule, _globalStep, _warmupSteps, _totalSteps);
+            double lr = _resolved.LearningRate * LearningRateSchedules.Multiplier(_o.Schedule, _globalStep, _warmupSteps, _totalSteps);
             _optimizer.Step(lr);
             _globalStep++;
             double examplesPerSecond = examples / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
             _history.Add(new TrainingStepRecord(epochNumber, _globalStep, loss, lr, gradNorm, examplesPerSecond));
-            _o.Progress?.Report(new TrainingProgress(epochNumber, _globalStep, _totalSteps, loss, lr, gradNorm, examplesPerSecond));
+            _progress?.Report(new TrainingProgress(epochNumber, _globalStep, _totalSteps, loss, lr, gradNorm, examplesPerSecond));
             if (_globalStep % _o.LoggingSteps == 0 || _globalStep == _totalSteps)
                 Log($"epoch {epochNumber} step {_globalStep}/{_totalSteps}: loss {Format(loss)}, lr {lr:G4}, grad norm {Format(gradNorm)}, {examplesPerSecond:F1} examples/s");
             return true;
@@ -273,7 +290,7 @@ public static class FineTuneTrainer
             }
             _history[^1] = _history[^1] with { ValidationMetric = result.Value };
             var last = _history[^1];
-            _o.Progress?.Report(new TrainingProgress(epochNumber, _globalStep, _totalSteps, last.Loss, last.LearningRate, last.GradNorm, last.ExamplesPerSecond, result));
+            _progress?.Report(new TrainingProgress(epochNumber, _globalStep, _totalSteps, last.Loss, last.LearningRate, last.GradNorm, last.ExamplesPerSecond, result));
             var others = result.OtherMetrics is { Count: > 0 } o ? " (" + string.Join(", ", o.Select(p => $"{p.Key} {Format(p.Value)}")) + ")" : "";
             Log($"evaluation at step {_globalStep}: {result.MetricName} {Format(result.Value)}{others}; best {Format(_tracker.Best ?? double.NaN)} at step {_tracker.BestStep}"
                 + (_o.EarlyStoppingPatience is int p ? $"; {_tracker.Counter}/{p} evaluations without improvement" : ""));
@@ -286,7 +303,7 @@ public static class FineTuneTrainer
             var state = new CheckpointState
             {
                 GlobalStep = _globalStep, Epoch = _epoch, NextBatchInEpoch = _nextBatch, TotalSteps = _totalSteps,
-                Seed = _o.Seed, ExampleCount = setup.ExampleCount, BatchSize = _o.BatchSize, GradientAccumulationSteps = _o.GradientAccumulationSteps,
+                Seed = _resolved.Seed, ExampleCount = setup.ExampleCount, BatchSize = _o.BatchSize, GradientAccumulationSteps = _o.GradientAccumulationSteps,
                 LengthBucketing = _o.LengthBucketing, LengthBucketingMegaBatches = _o.LengthBucketingMegaBatches,
                 MetricName = _tracker.MetricName, HigherIsBetter = _tracker.HigherIsBetter, BestMetric = _tracker.Best,
                 BestStep = _tracker.BestStep, PatienceCounter = _tracker.Counter, History = _history.ToList(),
@@ -295,6 +312,9 @@ public static class FineTuneTrainer
             var folder = TrainingCheckpoint.Write(_o.CheckpointDirectory!, state, _optimizer, _bestWeights, _o.CheckpointsToKeep);
             Log($"Checkpoint written: {folder}");
         }
+
+        // The options' type names the option in errors (TextClassificationOptions.BatchSize, TrainingOptions.BatchSize).
+        private string Type => _o.GetType().Name;
 
         private void Resume(string path)
         {
@@ -307,12 +327,12 @@ public static class FineTuneTrainer
                 if (!EqualityComparer<T>.Default.Equals(inCheckpoint, now))
                     throw new ArgumentException($"Cannot resume from {folder}: it was written with {option} = {inCheckpoint}, but the current value is {now}; the data order would differ.");
             }
-            Same("TrainerOptions.Seed", state.Seed, _o.Seed);
+            Same($"{Type}.Seed", state.Seed, _resolved.Seed);
             Same("TrainingSetup.ExampleCount", state.ExampleCount, setup.ExampleCount);
-            Same("TrainerOptions.BatchSize", state.BatchSize, _o.BatchSize);
-            Same("TrainerOptions.GradientAccumulationSteps", state.GradientAccumulationSteps, _o.GradientAccumulationSteps);
-            Same("TrainerOptions.LengthBucketing", state.LengthBucketing, _o.LengthBucketing);
-            if (_o.LengthBucketing) Same("TrainerOptions.LengthBucketingMegaBatches", state.LengthBucketingMegaBatches, _o.LengthBucketingMegaBatches);
+            Same($"{Type}.BatchSize", state.BatchSize, _o.BatchSize);
+            Same($"{Type}.GradientAccumulationSteps", state.GradientAccumulationSteps, _o.GradientAccumulationSteps);
+            Same($"{Type}.LengthBucketing", state.LengthBucketing, _o.LengthBucketing);
+            if (_o.LengthBucketing) Same($"{Type}.LengthBucketingMegaBatches", state.LengthBucketingMegaBatches, _o.LengthBucketingMegaBatches);
 
             _bestWeights = TrainingCheckpoint.LoadTensors(folder, _optimizer);
             _globalStep = state.GlobalStep; _epoch = state.Epoch; _nextBatch = state.NextBatchInEpoch;
@@ -328,11 +348,11 @@ public static class FineTuneTrainer
 
         private void LogStart(int batchesPerEpoch)
         {
-            if (_o.Log is null) return;
+            if (setup.Log is null) return;
             long elements = setup.Parameters.Sum(p => p.Parameter.numel());
             int noDecay = setup.Parameters.Count(p => !p.ApplyWeightDecay);
             Log($"Training {setup.ExampleCount} examples: {batchesPerEpoch} batches of {_o.BatchSize} per epoch, accumulation {_o.GradientAccumulationSteps}, " +
-                $"{_totalSteps} optimizer steps ({_warmupSteps} warmup, {_o.Schedule} schedule, peak lr {_o.LearningRate:G4}, weight decay {_o.WeightDecay}).");
+                $"{_totalSteps} optimizer steps ({_warmupSteps} warmup, {_o.Schedule} schedule, peak lr {_resolved.LearningRate:G4}, weight decay {_o.WeightDecay}).");
             Log($"{setup.Parameters.Count} trainable tensors ({elements:N0} values, {noDecay} without weight decay) in {_optimizer.BucketCount} flat AdamW buckets.");
             var listed = setup.Parameters.Select(p => p.Parameter.Handle).ToHashSet();
             int stray = setup.Model.parameters().Count(p => p.requires_grad && !listed.Contains(p.Handle));
@@ -340,7 +360,7 @@ public static class FineTuneTrainer
                 Log($"Warning: {stray} model parameters require grad but are not in TrainingSetup.Parameters: they get gradients but are never updated. Freeze them to save memory and time.");
         }
 
-        private void Log(string message) => _o.Log?.Invoke(message);
+        private void Log(string message) => setup.Log?.Invoke(message);
 
         private static string Format(double value) => value.ToString("G5", CultureInfo.InvariantCulture);
     }

@@ -99,10 +99,10 @@ internal static class TrainingCheckpoint
     public static string Resolve(string path)
     {
         if (File.Exists(Path.Combine(path, StateFile))) return path;
-        if (!Directory.Exists(path)) throw new DirectoryNotFoundException($"TrainerOptions.ResumeFromCheckpoint: '{path}' does not exist.");
+        if (!Directory.Exists(path)) throw new DirectoryNotFoundException($"ResumeFromCheckpoint: '{path}' does not exist.");
         var all = List(path);
         if (all.Count == 0)
-            throw new FileNotFoundException($"TrainerOptions.ResumeFromCheckpoint: '{path}' is neither a checkpoint (no {StateFile}) nor a folder holding {FolderPrefix}<step> checkpoints.");
+            throw new FileNotFoundException($"ResumeFromCheckpoint: '{path}' is neither a checkpoint (no {StateFile}) nor a folder holding {FolderPrefix}<step> checkpoints.");
         return all[^1].Folder;
     }
 

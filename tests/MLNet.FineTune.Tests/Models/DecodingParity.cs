@@ -51,7 +51,7 @@ public abstract class CausalParityTests
     public void Init()
     {
         _fixture = CausalFixture.Load(FixtureName);
-        _model = CausalModelFactory.FromPretrainedCausalLM(_fixture.Folder, ScalarType.Float32, null, out var report);
+        _model = ModelFactory.FromPretrainedCausalLM(_fixture.Folder, ScalarType.Float32, null, out var report);
         Assert.AreEqual(0, report.Unexpected.Count, report.ToString());
         Assert.IsInstanceOfType(_model, ExpectedModelType);
     }
@@ -162,7 +162,7 @@ public abstract class CausalParityTests
     public void BFloat16ForwardStaysCloseAndDecodesTheSameTokens()
     {
         using var scope = NewDisposeScope();
-        using var model = CausalModelFactory.FromPretrainedCausalLM(_fixture.Folder, ScalarType.BFloat16);
+        using var model = ModelFactory.FromPretrainedCausalLM(_fixture.Folder, ScalarType.BFloat16);
         Assert.AreEqual(ScalarType.BFloat16, model.parameters().First().dtype);
         Tensor logits;
         using (no_grad()) logits = model.call(_fixture.InputTensor());

@@ -9,7 +9,7 @@ namespace MLNet.FineTune.Tests.Models;
 public sealed class DecodingTests
 {
     private static CausalLanguageModel Load(string fixture) =>
-        CausalModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", fixture));
+        ModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", fixture));
 
     [TestMethod]
     [DataRow("gpt2-tiny")]
@@ -113,7 +113,7 @@ public sealed class DecodingTests
              "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
              "sliding_window": {{(window is null ? "null" : window.ToString())}}, "tie_word_embeddings": false}
             """);
-        var model = (LlamaForCausalLM)CausalModelFactory.CreateCausalLM(config);
+        var model = (LlamaForCausalLM)ModelFactory.CreateCausalLM(config);
         using (no_grad())   // larger embeddings than the 0.02 init, so attention patterns differ visibly
             foreach (var (name, p) in model.named_parameters()) if (name.EndsWith("embed_tokens.weight")) p.normal_(0, 1);
         model.eval();

@@ -13,7 +13,7 @@ public sealed class Gpt2ExplicitMathTests
     [TestMethod]
     public void RandomBiasesAndLayerNormsFollowTheEquations()
     {
-        using var model = (Gpt2LMHeadModel)CausalModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", "gpt2-tiny"));
+        using var model = (Gpt2LMHeadModel)ModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", "gpt2-tiny"));
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         manual_seed(4);

@@ -17,7 +17,7 @@ public sealed class LlamaRopeConfigTests
         """;
 
     private static float[] InverseFrequencies(string body) =>
-        ((LlamaForCausalLM)CausalModelFactory.CreateCausalLM(HfConfig.Parse("{" + Shape + "," + body + "}"))).RopeInverseFrequencies;
+        ((LlamaForCausalLM)ModelFactory.CreateCausalLM(HfConfig.Parse("{" + Shape + "," + body + "}"))).RopeInverseFrequencies;
 
     [TestMethod]
     [DataRow("default",

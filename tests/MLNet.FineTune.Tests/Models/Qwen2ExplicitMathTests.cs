@@ -15,7 +15,7 @@ public sealed class Qwen2ExplicitMathTests
     [TestMethod]
     public void RandomBiasesAndNormWeightsFollowTheEquations()
     {
-        using var model = (LlamaForCausalLM)CausalModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", "qwen2-tiny"));
+        using var model = (LlamaForCausalLM)ModelFactory.FromPretrainedCausalLM(TestPaths.Fixture("hf-reference", "qwen2-tiny"));
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         manual_seed(3);

@@ -35,7 +35,7 @@ public sealed class StoriesParityTests
         var f = LoadFixture();
         Assert.AreEqual(121, f.Greedy.Length);
         Assert.AreEqual(f.Bos, f.Greedy[0]);
-        using var model = CausalModelFactory.FromPretrainedCausalLM(f.Folder);
+        using var model = ModelFactory.FromPretrainedCausalLM(f.Folder);
         Assert.IsTrue(model.TiedWordEmbeddings);
         var started = DateTime.UtcNow;
         var ours = GreedyDecoder.Generate(model, [f.Bos], f.Greedy.Length - 1, [f.Eos]);
@@ -51,7 +51,7 @@ public sealed class StoriesParityTests
     public void LogitsAfterBosMatchTransformers()
     {
         var f = LoadFixture();
-        using var model = CausalModelFactory.FromPretrainedCausalLM(f.Folder);
+        using var model = ModelFactory.FromPretrainedCausalLM(f.Folder);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var logits = model.call(tensor(new[] { f.Bos }, [1, 1]));                  // (1, 1, 512)
@@ -70,7 +70,7 @@ public sealed class StoriesParityTests
         var prompts = f.Expected["tokenization_with_bos"]!.AsObject()
             .Select(p => (IReadOnlyList<long>)p.Value!.AsArray().Select(v => v!.GetValue<long>()).ToList()).ToList();
         Assert.IsTrue(prompts.Select(p => p.Count).Distinct().Count() > 1, "prompts of different lengths are needed to pad");
-        using var model = CausalModelFactory.FromPretrainedCausalLM(f.Folder);
+        using var model = ModelFactory.FromPretrainedCausalLM(f.Folder);
         var batched = GreedyDecoder.Generate(model, prompts, 20, [f.Eos]);
         int differing = 0;
         for (int i = 0; i < prompts.Count; i++)

@@ -94,7 +94,7 @@ public sealed class AdapterFormatTests
     [TestMethod]
     public void IA3ConfigBuiltHereHasPeftsFields()
     {
-        var peft = PeftModel.Inject(TinyClassifier.Create(1), new IA3Config { TargetModules = ["value", "dense"], FeedforwardModules = ["dense"] });
+        var peft = PeftModel.Inject(TinyClassifier.Create(1), new IA3Options { TargetModules = ["value", "dense"], FeedforwardModules = ["dense"] });
         var folder = Path.Combine(_dir, "ia3-new");
         peft.SaveAdapter(folder);
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, PeftConfigJson.FileName)))!.AsObject();
@@ -113,7 +113,7 @@ public sealed class AdapterFormatTests
     {
         using var scope = NewDisposeScope();
         var model = TinyClassifier.Create(2);
-        var peft = PeftModel.Inject(model, new BottleneckConfig { Kind = BottleneckKind.Pfeiffer, TargetModules = ["dense"], ReductionFactor = 4, NonLinearity = "silu", Scaling = 0.5 });
+        var peft = PeftModel.Inject(model, new AdapterOptions { Placement = BottleneckKind.Pfeiffer, TargetModules = ["dense"], ReductionFactor = 4, Activation = "silu", Scaling = 0.5 });
         using (no_grad())
             foreach (var (_, p) in peft.Layers.Values.SelectMany(l => l.AdapterParameters())) p.normal_();
         var x = Input(3);
@@ -137,8 +137,8 @@ public sealed class AdapterFormatTests
         var error = MaxAbsDiff(fresh.call(x), expected);
         Console.WriteLine($"bottleneck reloaded: max |diff| {error:E2}");
         Assert.AreEqual(0.0, error);
-        Assert.AreEqual(BottleneckKind.Pfeiffer, ((BottleneckConfig)loaded.Config).Kind);
-        Assert.AreEqual(0.5, ((BottleneckConfig)loaded.Config).Scaling);
+        Assert.AreEqual(BottleneckKind.Pfeiffer, ((AdapterOptions)loaded.Config).Placement);
+        Assert.AreEqual(0.5, ((AdapterOptions)loaded.Config).Scaling);
 
         // A file from a newer library may lay the weights out differently: refused, not misread.
         json["format_version"] = 2;
@@ -151,20 +151,20 @@ public sealed class AdapterFormatTests
     [TestMethod]
     public void LoraConfigRoundTripsEveryOption()
     {
-        var config = new LoraConfig
+        var config = new LoraOptions
         {
-            Rank = 6, Alpha = 12.5, Dropout = 0.05, UseRsLora = true, UseDora = true, Init = LoraInit.Gaussian, Bias = PeftBias.LoraOnly,
+            Rank = 6, Alpha = 12.5, Dropout = 0.05, UseRsLora = true, UseDora = true, Initialization = LoraInit.Gaussian, Bias = PeftBias.LoraOnly,
             TargetModulesPattern = @".*\.(query|value)", ExcludeModules = ["layer.3.query"], LayersToTransform = [0, 2], LayersPattern = ["layer"],
             ModulesToSave = ["classifier"], TaskType = PeftTaskType.SequenceClassification, BaseModelNameOrPath = "models/x", Revision = "main",
             RankPattern = new Dictionary<string, int> { ["query"] = 2 }, AlphaPattern = new Dictionary<string, double> { ["value"] = 3 },
         };
-        var back = (LoraConfig)PeftConfigJson.Parse(JsonNode.Parse(PeftConfigJson.Write(config))!.AsObject(), "test");
+        var back = (LoraOptions)PeftConfigJson.Parse(JsonNode.Parse(PeftConfigJson.Write(config))!.AsObject(), "test");
         Assert.AreEqual(config.Rank, back.Rank);
         Assert.AreEqual(config.Alpha, back.Alpha);
         Assert.AreEqual(config.Dropout, back.Dropout);
         Assert.AreEqual(config.UseRsLora, back.UseRsLora);
         Assert.AreEqual(config.UseDora, back.UseDora);
-        Assert.AreEqual(config.Init, back.Init);
+        Assert.AreEqual(config.Initialization, back.Initialization);
         Assert.AreEqual(config.Bias, back.Bias);
         Assert.AreEqual(config.TargetModulesPattern, back.TargetModulesPattern);
         Assert.IsNull(back.TargetModules);
@@ -210,7 +210,7 @@ public sealed class AdapterFormatTests
     public void AFileLackingATensorTheConfigCallsForIsRefused()
     {
         var model = TinyClassifier.Create(4);
-        var peft = PeftModel.Inject(model, new LoraConfig { TargetModules = ["query"] });
+        var peft = PeftModel.Inject(model, new LoraOptions { Alpha = 8, Dropout = 0, TargetModules = ["query"] });
         var folder = Path.Combine(_dir, "partial");
         peft.SaveAdapter(folder);
         var tensors = SafeTensors.Load(Path.Combine(folder, PeftAdapterFile.WeightsFileName));
@@ -225,11 +225,11 @@ public sealed class AdapterFormatTests
     public void SavingOverAnAdapterReplacesBothFilesKeepsOtherFilesAndLeavesNoTemporaryFolder()
     {
         var folder = Path.Combine(_dir, "adapter");
-        PeftModel.Inject(TinyClassifier.Create(1), new LoraConfig { Rank = 2, TargetModules = ["query"], Init = LoraInit.Random }).SaveAdapter(folder);
+        PeftModel.Inject(TinyClassifier.Create(1), new LoraOptions { Alpha = 8, Dropout = 0, Rank = 2, TargetModules = ["query"], Initialization = LoraInit.Random }).SaveAdapter(folder);
         File.WriteAllText(Path.Combine(folder, "README.md"), "the user's notes");
 
         var model = TinyClassifier.Create(2);
-        var peft = PeftModel.Inject(model, new LoraConfig { Rank = 4, TargetModules = ["query", "value"], Init = LoraInit.Random });
+        var peft = PeftModel.Inject(model, new LoraOptions { Alpha = 8, Dropout = 0, Rank = 4, TargetModules = ["query", "value"], Initialization = LoraInit.Random });
         peft.SaveAdapter(folder);
 
         var files = Directory.GetFiles(folder).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
@@ -237,7 +237,7 @@ public sealed class AdapterFormatTests
         Console.WriteLine($"adapter folder: {string.Join(", ", files)}; beside it: {string.Join(", ", siblings)}");
         CollectionAssert.AreEqual(new[] { "README.md", PeftConfigJson.FileName, PeftAdapterFile.WeightsFileName }, files);
         CollectionAssert.AreEqual(new[] { "adapter" }, siblings, "no temporary folder left beside the adapter");
-        Assert.AreEqual(4, ((LoraConfig)PeftConfigJson.Read(folder)).Rank, "the new config");
+        Assert.AreEqual(4, ((LoraOptions)PeftConfigJson.Read(folder)).Rank, "the new config");
         var reloaded = TinyClassifier.Create(2);
         PeftModel.LoadAdapter(reloaded, folder);
         using var noGrad = no_grad();
@@ -248,7 +248,7 @@ public sealed class AdapterFormatTests
     public void ASaveThatFailsBeforeTheConfigIsInPlaceLeavesTheOldWeights()
     {
         var folder = Path.Combine(_dir, "adapter");
-        var old = PeftModel.Inject(TinyClassifier.Create(1), new LoraConfig { Rank = 2, TargetModules = ["query"], Init = LoraInit.Random });
+        var old = PeftModel.Inject(TinyClassifier.Create(1), new LoraOptions { Alpha = 8, Dropout = 0, Rank = 2, TargetModules = ["query"], Initialization = LoraInit.Random });
         old.SaveAdapter(folder);
         var weights = Path.Combine(folder, PeftAdapterFile.WeightsFileName);
         var oldWeights = File.ReadAllBytes(weights);
@@ -257,7 +257,7 @@ public sealed class AdapterFormatTests
         File.Delete(Path.Combine(folder, PeftConfigJson.FileName));
         Directory.CreateDirectory(Path.Combine(folder, PeftConfigJson.FileName));
 
-        var peft = PeftModel.Inject(TinyClassifier.Create(2), new LoraConfig { Rank = 4, TargetModules = ["query", "value"], Init = LoraInit.Random });
+        var peft = PeftModel.Inject(TinyClassifier.Create(2), new LoraOptions { Alpha = 8, Dropout = 0, Rank = 4, TargetModules = ["query", "value"], Initialization = LoraInit.Random });
         var e = Assert.Throws<Exception>(() => peft.SaveAdapter(folder));
         Console.WriteLine($"{e.GetType().Name}: {e.Message}");
         Assert.IsTrue(File.ReadAllBytes(weights).AsSpan().SequenceEqual(oldWeights), "the old weights must survive a failed save");

@@ -57,7 +57,7 @@ public sealed class LoraParityTests
     {
         using var scope = NewDisposeScope();
         var fixture = CausalFixture.Load(name);
-        var model = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder);
+        var model = ModelFactory.FromPretrainedCausalLM(fixture.Folder);
         var adapterFolder = Path.Combine(fixture.Folder, "adapter");
         var peft = PeftModel.LoadAdapter(model, adapterFolder);
         var expected = SafeTensors.Load(Path.Combine(adapterFolder, "expected.safetensors"))["logits"];
@@ -85,9 +85,9 @@ public sealed class LoraParityTests
 
         // The configuration make_fixtures.py gave PEFT, built from scratch here.
         var model = BertBase(fixture);
-        var config = new LoraConfig
+        var config = new LoraOptions
         {
-            Rank = 4, Alpha = 8, TargetModules = ["query", "value", "dense"], Dropout = 0, Init = LoraInit.Random,
+            Rank = 4, Alpha = 8, TargetModules = ["query", "value", "dense"], Dropout = 0, Initialization = LoraInit.Random,
             ModulesToSave = ["classifier"], TaskType = PeftTaskType.SequenceClassification,
             UseRsLora = name.EndsWith("rslora"), UseDora = name.EndsWith("dora"),
         };
@@ -124,15 +124,15 @@ public sealed class LoraParityTests
         using var scope = NewDisposeScope();
         var fixture = CausalFixture.Load(name);
         var peftFolder = Path.Combine(fixture.Folder, "adapter");
-        var model = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder);
-        var peft = PeftModel.Inject(model, new LoraConfig { Rank = 4, Alpha = 16, TargetModules = targets, Init = LoraInit.Random, TaskType = PeftTaskType.CausalLM });
+        var model = ModelFactory.FromPretrainedCausalLM(fixture.Folder);
+        var peft = PeftModel.Inject(model, new LoraOptions { Dropout = 0, Rank = 4, Alpha = 16, TargetModules = targets, Initialization = LoraInit.Random, TaskType = PeftTaskType.CausalLM });
         var ours = Path.Combine(_dir, "ours");
         peft.SaveAdapter(ours);
         AssertSameFiles(peftFolder, ours, name);
 
         using var noGrad = no_grad();
         var before = model.call(fixture.InputTensor());
-        var reloaded = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder);
+        var reloaded = ModelFactory.FromPretrainedCausalLM(fixture.Folder);
         PeftModel.LoadAdapter(reloaded, ours);
         Assert.AreEqual(0.0, Parity.MaxAbsError(reloaded.call(fixture.InputTensor()), before, name), "reloaded adapter computes the same");
     }
@@ -144,7 +144,7 @@ public sealed class LoraParityTests
         var gpt2 = CausalFixture.Load("gpt2-tiny");
 
         // A BERT adapter on GPT-2: the module paths do not exist.
-        var causal = CausalModelFactory.FromPretrainedCausalLM(gpt2.Folder);
+        var causal = ModelFactory.FromPretrainedCausalLM(gpt2.Folder);
         var paths = Assert.ThrowsExactly<InvalidDataException>(() => PeftModel.LoadAdapter(causal, Path.Combine(bert.Folder, "adapter")));
         Console.WriteLine(paths.Message);
         StringAssert.Contains(paths.Message, "'base_model.model.bert.encoder.layer.0.attention.output.dense.lora_A.weight'");
@@ -170,7 +170,7 @@ public sealed class LoraParityTests
         CollectionAssert.AreEqual(keysBefore, other.state_dict().Keys.ToList(), "state-dict keys unchanged");
         // The model is still fresh: an adapter of its own width loads into it.
         var fitting = PeftModel.Inject(ModelFactory.CreateSequenceClassification(HfConfig.Parse(wider.ToJsonString()), 3),
-            (LoraConfig)PeftConfigJson.Read(Path.Combine(bert.Folder, "adapter")) with { Init = LoraInit.Random });
+            (LoraOptions)PeftConfigJson.Read(Path.Combine(bert.Folder, "adapter")) with { Initialization = LoraInit.Random });
         var fittingFolder = Path.Combine(_dir, "wider-adapter");
         fitting.SaveAdapter(fittingFolder);
         Assert.IsNotEmpty(PeftModel.LoadAdapter(other, fittingFolder).Layers);

@@ -31,16 +31,16 @@ public sealed class MethodMatrixTests
                 yield return [family, method];
     }
 
-    private static PeftConfig Config(string method) => method switch
+    private static MethodOptions Config(string method) => method switch
     {
-        "lora" => new LoraConfig { Rank = 4, Alpha = 8, Dropout = 0.1 },
-        "rslora" => new LoraConfig { Rank = 4, Alpha = 8, UseRsLora = true, Init = LoraInit.Gaussian },
-        "dora" => new LoraConfig { Rank = 4, Alpha = 8, Dropout = 0.1, UseDora = true },
-        "pissa" => new LoraConfig { Rank = 4, Alpha = 4, Init = LoraInit.PiSSA },
-        "ia3" => new IA3Config(),
-        "houlsby" => new BottleneckConfig { Kind = BottleneckKind.Houlsby, ReductionFactor = 4 },
-        "pfeiffer" => new BottleneckConfig { Kind = BottleneckKind.Pfeiffer, ReductionFactor = 4, NonLinearity = "gelu" },
-        "full" => new FullFineTuneConfig(),
+        "lora" => new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0.1 },
+        "rslora" => new LoraOptions { Dropout = 0, Rank = 4, Alpha = 8, UseRsLora = true, Initialization = LoraInit.Gaussian },
+        "dora" => new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0.1, UseDora = true },
+        "pissa" => new LoraOptions { Dropout = 0, Rank = 4, Alpha = 4, Initialization = LoraInit.PiSSA },
+        "ia3" => new IA3Options(),
+        "houlsby" => new AdapterOptions { Placement = BottleneckKind.Houlsby, ReductionFactor = 4 },
+        "pfeiffer" => new AdapterOptions { Placement = BottleneckKind.Pfeiffer, ReductionFactor = 4, Activation = "gelu" },
+        "full" => new FullFineTuneOptions(),
         _ => throw new ArgumentException(method),
     };
 
@@ -64,10 +64,10 @@ public sealed class MethodMatrixTests
                 {
                     var json = JsonNode.Parse(File.ReadAllText(Path.Combine(fixture.Folder, "config.json")))!.AsObject();
                     json["model_type"] = "mistral";
-                    model = CausalModelFactory.CreateCausalLM(HfConfig.Parse(json.ToJsonString()));
+                    model = ModelFactory.CreateCausalLM(HfConfig.Parse(json.ToJsonString()));
                     WeightLoader.Load(model, HfCheckpoint.Load(fixture.Folder), model.BaseModelPrefix);
                 }
-                else model = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder);
+                else model = ModelFactory.FromPretrainedCausalLM(fixture.Folder);
                 Assert.AreEqual(family, model.ModelType);
                 var input = fixture.InputTensor();
                 return (model, () => model.call(input), logits =>

@@ -31,7 +31,7 @@ public sealed class MixedPrecisionTests
         else
         {
             var fixture = CausalFixture.Load(name);
-            var m = CausalModelFactory.FromPretrainedCausalLM(fixture.Folder, ScalarType.BFloat16);
+            var m = ModelFactory.FromPretrainedCausalLM(fixture.Folder, ScalarType.BFloat16);
             var input = fixture.InputTensor();
             (model, output, expected) = (m, () => m.call(input), MLNet.FineTune.Checkpoints.SafeTensors.Load(Path.Combine(fixture.Folder, "adapter", "expected.safetensors"))["logits"]);
         }
@@ -80,7 +80,7 @@ public sealed class MixedPrecisionTests
     public void ModelToDtypeAfterInjectionKeepsWrapperAndStateDictInStep()
     {
         var model = TinyClassifier.Create(1);
-        var peft = PeftModel.Inject(model, new LoraConfig { TargetModules = ["query"] });
+        var peft = PeftModel.Inject(model, new LoraOptions { Alpha = 8, Dropout = 0, TargetModules = ["query"] });
         model.to(ScalarType.BFloat16);
         var layer = peft.Layers["encoder.layer.0.query"];
         var state = model.state_dict();

@@ -29,7 +29,7 @@ public sealed class TrainableFractionTests
         Assert.AreEqual(109_483_778L, baseTotal, "bert-base-uncased + a 2-class head");
         Assert.AreEqual(baseTotal, model.parameters().Sum(p => p.numel()));
 
-        var peft = PeftModel.Inject(model, new LoraConfig { Rank = (int)r, Alpha = 16, Dropout = 0.1 });   // default targets: query, value
+        var peft = PeftModel.Inject(model, new LoraOptions { Rank = (int)r, Alpha = 16, Dropout = 0.1 });   // default targets: query, value
         var count = peft.CountParameters();
         long lora = layers * 2 * (r * hidden + hidden * r);
         Console.WriteLine(count);

@@ -45,7 +45,7 @@ public sealed class BertTinyTrainingTests
         manual_seed(0);
         var (model, report) = ModelFactory.FromPretrainedSequenceClassification(folder, numLabels: 3, dtype: baseDType);
         Assert.AreEqual(0, report.Missing.Count, report.ToString());
-        var peft = PeftModel.Inject(model, new LoraConfig { TargetModules = ["query", "value"], Rank = 4, Alpha = 8 });
+        var peft = PeftModel.Inject(model, new LoraOptions { Dropout = 0, TargetModules = ["query", "value"], Rank = 4, Alpha = 8 });
         var parameters = ParameterGroups.FromGroups(model, peft.ParameterGroups(loraPlusRatio: 16));
 
         // PEFT's groups and the training layer's no-decay rule must agree on a real model.
@@ -82,11 +82,12 @@ public sealed class BertTinyTrainingTests
                 return nn.functional.cross_entropy(logits, labels);
             },
             Evaluate = () => new EvaluationResult("accuracy", Accuracy(), HigherIsBetter: true),
-            Options = new TrainerOptions
+            Options = new TrainingOptions
             {
                 Epochs = 6, BatchSize = 16, LearningRate = 2e-2, WarmupRatio = 0.1, LengthBucketing = true, LengthBucketingMegaBatches = 3,
-                EvaluationStrategy = EvaluationStrategy.Epoch, Seed = 3, Log = log.Add, LoggingSteps = 12,
+                Seed = 3, LoggingSteps = 12,
             },
+            Log = log.Add,
         });
         Console.WriteLine($"trained in {clock.ElapsedMilliseconds} ms (optimizer steps: {result.History.Steps.Sum(s => 16 / s.ExamplesPerSecond) * 1000:F0} ms)");
         foreach (var line in log) Console.WriteLine(line);

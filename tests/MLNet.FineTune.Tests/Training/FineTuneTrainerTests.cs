@@ -13,10 +13,10 @@ public sealed class FineTuneTrainerTests
     [TestInitialize] public void Init() => _dir = Directory.CreateTempSubdirectory("mlft-train-").FullName;
     [TestCleanup] public void Cleanup() => Directory.Delete(_dir, recursive: true);
 
-    private static readonly TrainerOptions Base = new()
+    private static readonly TrainingOptions Base = new()
     {
         Epochs = 2, BatchSize = 4, LearningRate = 1e-2, WeightDecay = 0.01, WarmupSteps = 2, Seed = 7,
-        EvaluationStrategy = EvaluationStrategy.None,
+        LengthBucketing = false, WarmupRatio = 0,
     };
 
     [TestMethod]
@@ -82,8 +82,8 @@ public sealed class FineTuneTrainerTests
             using var task = new TinyTask(40, dropout: 0.2);
             result = FineTuneTrainer.Train(task.Setup(Base with
             {
-                Seed = seed, Progress = new SyncProgress<TrainingProgress>(reports.Add), Log = log.Add, LoggingSteps = 5,
-            }));
+                Seed = seed, Progress = new SyncProgress<TrainingProgress>(reports.Add), LoggingSteps = 5,
+            }, log: log.Add));
             return result.History.Steps.Select(s => BitConverter.DoubleToInt64Bits(s.Loss)).ToArray();
         }
         var reports = new List<TrainingProgress>();
@@ -112,9 +112,9 @@ public sealed class FineTuneTrainerTests
         long total = 30, warmup = 8; // ceil(30 * 0.25)
         Assert.AreEqual(total, result.TotalSteps);
         foreach (var s in result.History.Steps)
-            Assert.AreEqual(options.LearningRate * LearningRateSchedules.Multiplier(LearningRateSchedule.Cosine, s.Step - 1, warmup, total), s.LearningRate, 1e-15);
+            Assert.AreEqual(options.LearningRate!.Value * LearningRateSchedules.Multiplier(LearningRateSchedule.Cosine, s.Step - 1, warmup, total), s.LearningRate, 1e-15);
         Assert.AreEqual(0.0, result.History.Steps[0].LearningRate, "with warmup the first step has rate 0, as in transformers");
-        Assert.AreEqual(options.LearningRate, result.History.Steps[(int)warmup].LearningRate, 1e-15);
+        Assert.AreEqual(options.LearningRate!.Value, result.History.Steps[(int)warmup].LearningRate, 1e-15);
     }
 
     [TestMethod]
@@ -133,7 +133,7 @@ public sealed class FineTuneTrainerTests
         }
         var result = FineTuneTrainer.Train(task.Setup(Base with
         {
-            EvaluationStrategy = EvaluationStrategy.Steps, EvalSteps = 1, EarlyStoppingPatience = 3, EarlyStoppingThreshold = 0.1,
+            EvaluateEverySteps = 1, EarlyStoppingPatience = 3, EarlyStoppingThreshold = 0.1,
         }, Evaluate));
         Console.WriteLine($"stopped: {result.StopReason} after {calls} evaluations at step {result.StepsCompleted}; best {result.BestEvaluation?.Value} at step {result.BestStep}");
         Assert.AreEqual(TrainingStopReason.EarlyStopped, result.StopReason);
@@ -162,7 +162,7 @@ public sealed class FineTuneTrainerTests
         var seen = new List<double>();
         var result = FineTuneTrainer.Train(task.Setup(Base with
         {
-            Epochs = 5, EvaluationStrategy = EvaluationStrategy.Steps, EvalSteps = 2, EarlyStoppingPatience = 2, LearningRate = 3e-2,
+            Epochs = 5, EvaluateEverySteps = 2, EarlyStoppingPatience = 2, LearningRate = 3e-2,
         }, () => { var v = task.LossOn(validation); seen.Add(v); return new EvaluationResult("validation_loss", v, HigherIsBetter: false); }));
         double recomputed = task.LossOn(validation);
         Console.WriteLine($"validation losses: {string.Join(", ", seen.Select(v => v.ToString("F5")))}");
@@ -270,9 +270,9 @@ public sealed class FineTuneTrainerTests
         var options = Base with
         {
             BatchSize = 8, Epochs = 2, CheckpointEverySteps = 3, CheckpointDirectory = checkpoints, CheckpointsToKeep = 2,
-            EvaluationStrategy = EvaluationStrategy.Epoch, EarlyStoppingPatience = 5,
+            EarlyStoppingPatience = 5,
         };
-        TrainingResult Run(TrainerOptions o, out Dictionary<string, Tensor> weights)
+        TrainingResult Run(TrainingOptions o, out Dictionary<string, Tensor> weights)
         {
             using var task = new TinyTask(40, dropout: 0.2);
             using var validation = new TinyTask(40, shiftLabels: true);
@@ -317,7 +317,7 @@ public sealed class FineTuneTrainerTests
             FineTuneTrainer.Train(first.Setup(Base with
             {
                 CheckpointEverySteps = 2, CheckpointDirectory = checkpoints, MaxSteps = 2,
-                EvaluationStrategy = EvaluationStrategy.Steps, EvalSteps = 1, EarlyStoppingPatience = 5,
+                EvaluateEverySteps = 1, EarlyStoppingPatience = 5,
             }, () => new EvaluationResult("validation_loss", first.LossOn(validation), false)));
         }
         var folder = Path.Combine(checkpoints, "checkpoint-2");
@@ -346,7 +346,7 @@ public sealed class FineTuneTrainerTests
         using var again = new TinyTask(24);
         var e = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(again.Setup(Base with { BatchSize = 6, ResumeFromCheckpoint = checkpoints })));
         Console.WriteLine(e.Message);
-        StringAssert.Contains(e.Message, "TrainerOptions.BatchSize");
+        StringAssert.Contains(e.Message, "TrainingOptions.BatchSize");
     }
 
     [TestMethod]
@@ -451,7 +451,7 @@ public sealed class FineTuneTrainerTests
     {
         using var task = new TinyTask(32);
         using var validation = new TinyTask(32, shiftLabels: true);
-        var result = FineTuneTrainer.Train(task.Setup(Base with { EvaluationStrategy = EvaluationStrategy.Epoch, Epochs = 3 },
+        var result = FineTuneTrainer.Train(task.Setup(Base with { Epochs = 3 },
             () => new EvaluationResult("validation_loss", task.LossOn(validation), false)));
         var frame = result.History.ToDataFrame();
         Console.WriteLine(frame.ToString());
@@ -474,12 +474,12 @@ public sealed class FineTuneTrainerTests
     public void InvalidOptionsAreNamed()
     {
         using var task = new TinyTask(8);
-        var e1 = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(task.Setup(Base with { BatchSize = 0 })));
-        StringAssert.Contains(e1.Message, "TrainerOptions.BatchSize");
-        var e2 = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(task.Setup(Base with { EarlyStoppingPatience = 2, EvaluationStrategy = EvaluationStrategy.Epoch })));
+        var e1 = Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => FineTuneTrainer.Train(task.Setup(Base with { BatchSize = 0 })));
+        StringAssert.Contains(e1.Message, "TrainingOptions.BatchSize");
+        var e2 = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(task.Setup(Base with { EarlyStoppingPatience = 2 })));
         StringAssert.Contains(e2.Message, "TrainingSetup.Evaluate");
         var e3 = Assert.ThrowsExactly<ArgumentException>(() => FineTuneTrainer.Train(task.Setup(Base with { CheckpointEverySteps = 5 })));
-        StringAssert.Contains(e3.Message, "TrainerOptions.CheckpointDirectory");
+        StringAssert.Contains(e3.Message, "TrainingOptions.CheckpointDirectory");
     }
 
     private sealed class Weights(Dictionary<string, Tensor> map) : IDisposable

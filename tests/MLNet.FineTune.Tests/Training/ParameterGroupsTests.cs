@@ -128,7 +128,7 @@ public sealed class ParameterGroupsTests
     public void LoraPlusGroupsFromPeftGetTheTrainingRulesDecay()
     {
         var model = PeftTinyClassifier.Create(11);
-        var peft = PeftModel.Inject(model, new LoraConfig { TargetModules = ["query", "value"], Rank = 2, UseDora = true });
+        var peft = PeftModel.Inject(model, new LoraOptions { Alpha = 8, Dropout = 0, TargetModules = ["query", "value"], Rank = 2, UseDora = true });
         var parameters = ParameterGroups.FromGroups(model, peft.ParameterGroups(loraPlusRatio: 16));
         foreach (var p in parameters) Console.WriteLine($"{p.Name}: lr x{p.LearningRateMultiplier}{(p.ApplyWeightDecay ? "" : ", no decay")}");
 
@@ -140,7 +140,7 @@ public sealed class ParameterGroupsTests
         Assert.IsTrue(parameters.Where(p => p.Name.EndsWith("lora_A.weight") || p.Name == "classifier.weight").All(p => p.LearningRateMultiplier == 1));
 
         var full = PeftTinyClassifier.Create(11);
-        var plain = ParameterGroups.FromGroups(full, PeftModel.Inject(full, new FullFineTuneConfig()).ParameterGroups());
+        var plain = ParameterGroups.FromGroups(full, PeftModel.Inject(full, new FullFineTuneOptions()).ParameterGroups());
         Assert.AreEqual(2 * (3 + 2) + 1, plain.Count(p => !p.ApplyWeightDecay), "per block 3 Linear biases + LayerNorm weight and bias; the head bias");
         Assert.IsTrue(plain.All(p => p.LearningRateMultiplier == 1));
     }
@@ -168,7 +168,7 @@ public sealed class ParameterGroupsTests
     {
         var folder = TestPaths.Fixture("hf-reference", fixture);
         nn.Module model = numLabels == 0                                     // 0: a causal language model
-            ? CausalModelFactory.FromPretrainedCausalLM(folder)
+            ? ModelFactory.FromPretrainedCausalLM(folder)
             : ModelFactory.FromPretrainedSequenceClassification(folder, numLabels).Model;
 
         var expected = new SortedSet<string>(StringComparer.Ordinal);

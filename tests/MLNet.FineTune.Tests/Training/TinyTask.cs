@@ -82,9 +82,10 @@ internal sealed class TinyTask : IDisposable
     public Dictionary<string, Tensor> Snapshot() =>
         Model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().clone().DetachFromDisposeScope());
 
-    public TrainingSetup Setup(TrainerOptions options, Func<EvaluationResult>? evaluate = null, Func<IReadOnlyList<int>, Tensor>? loss = null,
-        IReadOnlyDictionary<string, string>? fingerprint = null, IReadOnlyList<TrainableParameter>? parameters = null) => new()
+    public TrainingSetup Setup(TrainingOptions options, Func<EvaluationResult>? evaluate = null, Func<IReadOnlyList<int>, Tensor>? loss = null,
+        IReadOnlyDictionary<string, string>? fingerprint = null, IReadOnlyList<TrainableParameter>? parameters = null, Action<string>? log = null) => new()
     {
+        Log = log,
         Model = Model, Parameters = parameters ?? Parameters(), ExampleCount = Count, ComputeLoss = loss ?? Loss, Evaluate = evaluate, Options = options,
         RunFingerprint = fingerprint,
     };

@@ -5,7 +5,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using MLNet.FineTune.Training;
 using static TorchSharp.torch;
 

@@ -4,7 +4,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using MLNet.FineTune.Training;
 using TorchSharp;
 using static TorchSharp.torch;

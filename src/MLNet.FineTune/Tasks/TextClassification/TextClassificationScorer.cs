@@ -1,6 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using MLNet.FineTune.Tasks.Scoring;
+using MLNet.FineTune.FineTuning.Scoring;
 
 namespace MLNet.FineTune.Tasks.TextClassification;
 

@@ -3,8 +3,8 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Persistence;
-using MLNet.FineTune.Tasks.FineTuning;
-using MLNet.FineTune.Tasks.Scoring;
+using MLNet.FineTune.FineTuning;
+using MLNet.FineTune.FineTuning.Scoring;
 using MLNet.FineTune.Tasks.TextClassification;
 using MLNet.FineTune.Training;
 

@@ -1,5 +1,5 @@
 using MLNet.FineTune.Models;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using MLNet.FineTune.Tokenization;
 using MLNet.FineTune.Training;
 using TorchSharp;

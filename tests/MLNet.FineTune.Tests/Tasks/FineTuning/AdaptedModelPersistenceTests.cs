@@ -6,7 +6,7 @@ using MLNet.FineTune.Checkpoints;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
 using MLNet.FineTune.Persistence;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using MLNet.FineTune.Tasks.TextClassification;
 using static TorchSharp.torch;
 
@@ -161,7 +161,7 @@ public sealed class AdaptedModelPersistenceTests
     public void AModelLoadedFromASelfContainedZipRefusesByReferenceBeforeWriting()
     {
         var adapted = AdaptedModel.CreateForTraining(TinyModels.BertTiny(), config => ModelFactory.CreateSequenceClassification(config, 2),
-            new LoraConfig { Rank = 2, TargetModules = ["query"], TaskType = PeftTaskType.SequenceClassification }, ScalarType.Float32, CPU, _ => { });
+            new LoraOptions { Alpha = 8, Dropout = 0, Rank = 2, TargetModules = ["query"], TaskType = PeftTaskType.SequenceClassification }, ScalarType.Float32, CPU, _ => { });
         adapted.CheckCanSave(BaseModelStorage.ByReference);   // trained from a folder: both storages work
 
         var loaded = SaveAndLoad(adapted, BaseModelStorage.SelfContained);

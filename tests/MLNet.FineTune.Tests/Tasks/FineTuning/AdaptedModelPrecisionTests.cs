@@ -1,6 +1,6 @@
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
@@ -16,14 +16,14 @@ public sealed class AdaptedModelPrecisionTests
         adapted.Model.named_parameters().Where(p => !trainableOnly || p.parameter.requires_grad)
             .GroupBy(p => p.parameter.dtype).ToDictionary(g => g.Key, g => g.Count());
 
-    private static AdaptedModel Create(PeftConfig method) =>
+    private static AdaptedModel Create(MethodOptions method) =>
         AdaptedModel.CreateForTraining(TinyModels.BertTiny(), config => ModelFactory.CreateSequenceClassification(config, 2),
             method with { TaskType = PeftTaskType.SequenceClassification }, ScalarType.BFloat16, CPU, _ => { });
 
     [TestMethod]
     public void FullFineTuneUnderBFloat16TrainsEveryWeightInFloat32()
     {
-        var adapted = Create(new FullFineTuneConfig());
+        var adapted = Create(new FullFineTuneOptions());
         var all = DTypes(adapted, trainableOnly: false);
         Console.WriteLine($"full fine-tuning, bf16 asked: base dtype {adapted.BaseDType}; parameters by dtype: {string.Join(", ", all.Select(p => $"{p.Key} {p.Value}"))}");
         Assert.AreEqual(ScalarType.Float32, adapted.BaseDType);
@@ -33,7 +33,7 @@ public sealed class AdaptedModelPrecisionTests
     [TestMethod]
     public void LoraUnderBFloat16KeepsTheFrozenBaseInBFloat16AndTrainsInFloat32()
     {
-        var adapted = Create(new LoraConfig { Rank = 4, TargetModules = ["query", "value"] });
+        var adapted = Create(new LoraOptions { Alpha = 8, Dropout = 0, Rank = 4, TargetModules = ["query", "value"] });
         var trainable = DTypes(adapted, trainableOnly: true);
         var all = DTypes(adapted, trainableOnly: false);
         Console.WriteLine($"LoRA, bf16 asked: base dtype {adapted.BaseDType}; trainable by dtype: {string.Join(", ", trainable.Select(p => $"{p.Key} {p.Value}"))}; all: {string.Join(", ", all.Select(p => $"{p.Key} {p.Value}"))}");

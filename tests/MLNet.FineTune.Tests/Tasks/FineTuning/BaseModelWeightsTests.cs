@@ -2,7 +2,7 @@ using Microsoft.ML;
 using MLNet.FineTune.Checkpoints;
 using MLNet.FineTune.Models;
 using MLNet.FineTune.Peft;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
@@ -34,11 +34,11 @@ public sealed class BaseModelWeightsTests
 
     private static AdaptedModel CreateClassifier(string folder, List<string> log) =>
         AdaptedModel.CreateForTraining(folder, config => ModelFactory.CreateSequenceClassification(config, 2),
-            new LoraConfig { Rank = 4, TargetModules = ["query", "value"], TaskType = PeftTaskType.SequenceClassification }, ScalarType.Float32, CPU, log.Add);
+            new LoraOptions { Alpha = 8, Dropout = 0, Rank = 4, TargetModules = ["query", "value"], TaskType = PeftTaskType.SequenceClassification }, ScalarType.Float32, CPU, log.Add);
 
     private static AdaptedModel CreateQuestionAnswerer(string folder, List<string> log) =>
         AdaptedModel.CreateForTraining(folder, ModelFactory.CreateQuestionAnswering,
-            new LoraConfig { Rank = 4, TargetModules = ["query", "value"], TaskType = PeftTaskType.QuestionAnswering }, ScalarType.Float32, CPU, log.Add);
+            new LoraOptions { Alpha = 8, Dropout = 0, Rank = 4, TargetModules = ["query", "value"], TaskType = PeftTaskType.QuestionAnswering }, ScalarType.Float32, CPU, log.Add);
 
     [TestMethod]
     public void MatchingCheckpointsLoadWithOnlyTheNewHeadOrPoolerMissing()

@@ -1,6 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using MLNet.FineTune.Tests.Training;
 using MLNet.FineTune.Training;
 using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;

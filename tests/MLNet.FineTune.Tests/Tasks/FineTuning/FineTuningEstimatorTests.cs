@@ -2,7 +2,7 @@ using System.Reflection;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using MLNet.FineTune.Tests.Training;
 using MLNet.FineTune.Training;
 using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;

@@ -100,7 +100,7 @@ public sealed class FineTuningOptionChecksTests
     public void FullFineTuningRejectsModuleChoicesItWouldIgnore(string task)
     {
         Rejected(task, _ => { }, nameof(MethodOptions.TargetModules), new FullFineTuneOptions { TargetModules = ["query"] });
-        Rejected(task, _ => { }, nameof(MethodOptions.TargetModulesRegex), new FullFineTuneOptions { TargetModulesRegex = ".*query" });
+        Rejected(task, _ => { }, nameof(MethodOptions.TargetModulesPattern), new FullFineTuneOptions { TargetModulesPattern = ".*query" });
         Rejected(task, _ => { }, nameof(MethodOptions.ExcludeModules), new FullFineTuneOptions { ExcludeModules = ["key"] });
         Estimator(new MLContext(seed: 1), Options(task), new FullFineTuneOptions());
     }

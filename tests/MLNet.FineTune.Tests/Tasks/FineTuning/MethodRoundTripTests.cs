@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.FineTune.Peft;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using static MLNet.FineTune.Tests.Tasks.FineTuning.BothTasks;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
@@ -17,13 +17,13 @@ public sealed class MethodRoundTripTests
     private const string TextClassification = BothTasks.TextClassification, QuestionAnswering = BothTasks.QuestionAnswering;
 
     /// <summary>The method options, and what the saved model must say about the method.</summary>
-    private static (MethodOptions Options, Func<PeftConfig, bool> IsExpected) Method(string name) => name switch
+    private static (MethodOptions Options, Func<MethodOptions, bool> IsExpected) Method(string name) => name switch
     {
-        "Adapters" => (new AdapterOptions { ReductionFactor = 4 }, c => c is BottleneckConfig { ReductionFactor: 4 }),
-        "IA3" => (new IA3Options(), c => c is IA3Config),
-        "FullFineTune" => (new FullFineTuneOptions(), c => c is FullFineTuneConfig),
-        "rsLoRA" => (new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, UseRsLora = true }, c => c is LoraConfig { UseRsLora: true, UseDora: false, Rank: 4 }),
-        "LoRA+" => (new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, LoraPlusLearningRateRatio = 16 }, c => c is LoraConfig { UseRsLora: false, UseDora: false, Rank: 4 }),
+        "Adapters" => (new AdapterOptions { ReductionFactor = 4 }, c => c is AdapterOptions { ReductionFactor: 4 }),
+        "IA3" => (new IA3Options(), c => c is IA3Options),
+        "FullFineTune" => (new FullFineTuneOptions(), c => c is FullFineTuneOptions),
+        "rsLoRA" => (new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, UseRsLora = true }, c => c is LoraOptions { UseRsLora: true, UseDora: false, Rank: 4 }),
+        "LoRA+" => (new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0, LoraPlusLearningRateRatio = 16 }, c => c is LoraOptions { UseRsLora: false, UseDora: false, Rank: 4 }),
         _ => throw new ArgumentException($"Unknown method {name}."),
     };
 

@@ -1,6 +1,6 @@
 using MLNet.FineTune.Checkpoints;
 using MLNet.FineTune.Models;
-using MLNet.FineTune.Tasks.FineTuning;
+using MLNet.FineTune.FineTuning;
 using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Tests.Tasks.FineTuning;
