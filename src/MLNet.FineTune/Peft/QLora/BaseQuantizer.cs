@@ -24,7 +24,7 @@ public static class BaseQuantizer
         options.Validate();
         var skipped = (skipModules ?? []).Concat((model as IPretrainedModel)?.HeadModuleNames ?? []).Append("lm_head").ToList();
         var targets = model.named_modules()
-            .Where(m => BaseLinear.TryCreate(m.module) is not null && !skipped.Any(s => IsUnder(m.name, s)))
+            .Where(m => BaseLinear.TryCreate(m.module) is { QuantState: null } && !skipped.Any(s => IsUnder(m.name, s)))
             .Select(m => m.name)
             .ToList();
         if (targets.Count == 0)

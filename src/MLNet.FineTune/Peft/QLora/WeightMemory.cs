@@ -75,7 +75,8 @@ public sealed class WeightMemory
             new WeightMemoryRow("adapter", adapter.Tensors, adapter.Values, adapter.Bytes));
     }
 
-    /// <summary>A markdown table: one row per base kind, the base total, the adapter.</summary>
+    /// <summary>A markdown table: one row per base kind, the base total (its bits per value include the quantization
+    /// state), the adapter.</summary>
     public override string ToString()
     {
         var lines = new List<string> { "| weights | tensors | values | MiB | bits/value |", "|---|---:|---:|---:|---:|" };
@@ -86,5 +87,5 @@ public sealed class WeightMemory
     }
 
     private static string Row(WeightMemoryRow r) =>
-        $"| {r.Kind} | {r.Tensors} | {r.Values:N0} | {r.Bytes / 1048576.0:F2} | {(r.Values == 0 ? "-" : (8.0 * r.Bytes / r.Values).ToString("F2"))} |";
+        $"| {r.Kind} | {r.Tensors} | {r.Values:N0} | {r.Bytes / 1048576.0:F2} | {(r.Values == 0 || r.Kind.EndsWith(" state", StringComparison.Ordinal) ? "-" : (8.0 * r.Bytes / r.Values).ToString("F2"))} |";
 }
