@@ -11,6 +11,7 @@ IBenchmark[] benchmarks =
     new TrainBenchmark(),
     new DropoutBenchmark(),
     new DropoutTrainBenchmark(),
+    new QLoraBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
