@@ -16,7 +16,7 @@ using static SentimentAnalysis.SentimentModel;
 //
 //   dotnet run --project samples/SentimentAnalysis -c Release -- --train <tsv> [--validation <tsv>] [--test <tsv>]
 //       [--split N] [--max-train N] [--epochs N] [--batch-size N] [--max-length N] [--learning-rate X]
-//       [--method lora|dora|adapters|ia3|full] [--seed N] [--json <path>]
+//       [--method lora|dora|qlora|adapters|ia3|full] [--seed N] [--json <path>]
 //       Your data: see Usage below.
 if (args.Length > 0 && args[0] is "-h" or "--help")
 {
@@ -199,14 +199,14 @@ partial class Program
         usage: SentimentAnalysis                      (the bundled review set, end to end)
                SentimentAnalysis --train <tsv> [--validation <tsv>] [--test <tsv> | --split N]
                                  [--max-train N] [--epochs N] [--batch-size N] [--max-length N]
-                                 [--learning-rate X] [--method lora|dora|adapters|ia3|full] [--seed N] [--json <path>]
+                                 [--learning-rate X] [--method lora|dora|qlora|adapters|ia3|full] [--seed N] [--json <path>]
           A TSV is 'sentence<TAB>label' (label 0/1 or false/true), with a header line (SST-2) or without (UCI Yelp).
           --test         scored at the end; when absent, --validation is the test set (and is not used in training)
           --split N      one labelled file: after a seeded shuffle the first N rows of --train train, the rest test
           --validation   with --test: scored after each epoch, the best epoch's weights kept
           --max-train N  train on N rows of a seeded shuffle of --train
           --epochs N     default 3; --batch-size default 32; --max-length default 128 tokens
-          --method       default lora; the learning rate defaults per method (lora/dora 1e-3, adapters 3e-3, ia3 1e-2, full 1e-4)
+          --method       default lora; the learning rate defaults per method (lora/dora/qlora 1e-3, adapters 3e-3, ia3 1e-2, full 1e-4)
           --json         writes accuracy, f1, auc, train_examples, train_seconds, examples_per_second,
                          trainable_parameters, total_parameters of the test set
         """;
