@@ -13,7 +13,7 @@ namespace MLNet.FineTune.Benchmarks;
 /// <c>qlora</c>: a Llama shape of about 100M parameters with random weights, trained with LoRA over a frozen bfloat16
 /// base and over the same base in NF4 with double quantization (QLoRA), one after the other in this process: base-weight
 /// bytes measured from the tensors (<see cref="WeightMemory"/>), the process's peak resident memory during the training
-/// steps (VmHWM, reset before each run through /proc/self/clear_refs), step time and their ratio, the time to quantize,
+/// steps (VmHWM, reset before the steps through /proc/self/clear_refs after malloc_trim hands setup's freed memory back), step time and their ratio, the time to quantize,
 /// and the time to dequantize every 4-bit layer once (a step does it twice: forward, and backward for the input gradient).
 /// </summary>
 internal sealed class QLoraBenchmark : IBenchmark
@@ -135,6 +135,7 @@ internal sealed class QLoraBenchmark : IBenchmark
         var inputs = randint(0, config.GetInt("vocab_size"), [Batch, Length + 1], generator: new Generator(99));
         GC.Collect();
         GC.WaitForPendingFinalizers();
+        ProcessMemory.ReturnFreedMemory();
         long resident = ProcessMemory.Resident();
         ProcessMemory.ResetPeak();
         model.train();
@@ -180,6 +181,19 @@ internal static class ProcessMemory
 
     /// <summary>VmHWM (peak resident since start or the last <see cref="ResetPeak"/>) in bytes.</summary>
     public static long Peak() => Read("VmHWM:");
+
+    /// <summary>Hands freed heap memory back to the system (glibc's malloc_trim), so that what setup freed (the float32
+    /// model built before the cast, quantization's temporaries) does not count as resident.</summary>
+    public static void ReturnFreedMemory()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        try { MallocTrim(UIntPtr.Zero); }
+        catch (DllNotFoundException) { }
+        catch (EntryPointNotFoundException) { }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(UIntPtr pad);
 
     /// <summary>Resets VmHWM to the current resident size (writing 5 to /proc/self/clear_refs, Linux 4.0+).</summary>
     public static void ResetPeak()
