@@ -33,7 +33,7 @@ internal sealed class QLoraBenchmark : IBenchmark
     /// <summary>What one run measured (a child process writes it as one JSON line).</summary>
     public sealed record RunResult(string Name, long LinearLayerBytes, long BaseBytes, long AdapterBytes, long Parameters,
         string MemoryTable, double SetupSeconds, double QuantizeSeconds, long ResidentAfterSetup, long PeakBytes,
-        double[] StepMilliseconds, double FinalLoss, double DequantizeMilliseconds, int QuantizedLayers);
+        double[] StepMilliseconds, double FinalLoss, double DequantizeMilliseconds, int QuantizedLayers, string Device, string CpuCudaCodes);
 
     private const string RunVariable = "MLNET_FINETUNE_QLORA_BENCHMARK_RUN";
     private const string ResultPrefix = "QLORA-RESULT ";
@@ -59,7 +59,8 @@ internal sealed class QLoraBenchmark : IBenchmark
         Console.WriteLine($"### QLoRA vs bf16 LoRA (`qlora`): Llama shape, {bf16.Parameters / 1e6:F1}M parameters, random weights, batch {Batch} x {Length} tokens, " +
                           $"LoRA r = {Rank} on {string.Join(", ", Targets)}, AdamW; median of {runs} steps after {options.Warmup} warm-up steps; each run in a fresh process");
         Console.WriteLine();
-        Console.WriteLine(MachineInfo.DescribeRun(loadBefore, loadAfter));
+        Console.WriteLine(MachineInfo.DescribeRun(loadBefore, loadAfter) + $"; device {qlora.Device}");
+        if (qlora.CpuCudaCodes != "") Console.WriteLine($"{Environment.NewLine}4-bit codes quantized on CUDA vs on the CPU: {qlora.CpuCudaCodes}.");
         Console.WriteLine();
         Console.WriteLine(Markdown.Table(["run", "linear layers of the blocks", "whole base (embeddings, norms too)", "adapter"],
             both.Select(r => (IReadOnlyList<string>)[r.Name, MiB(r.LinearLayerBytes), MiB(r.BaseBytes), MiB(r.AdapterBytes)])));
@@ -104,8 +105,12 @@ internal sealed class QLoraBenchmark : IBenchmark
         Console.Error.WriteLine($"{name}: building the model");
         var setup = Stopwatch.StartNew();
         manual_seed(1234);
+        var device = cuda.is_available() ? CUDA : CPU;
         var model = ModelFactory.CreateCausalLM(config);
         model.to(ScalarType.BFloat16);
+        string cpuCudaCodes = "";
+        if (quantize && device.type == DeviceType.CUDA) cpuCudaCodes = CompareCpuAndCuda(model);
+        model.to(device);
         IReadOnlyList<string> quantizedPaths = [];
         double quantizeSeconds = 0;
         if (quantize)
@@ -130,9 +135,10 @@ internal sealed class QLoraBenchmark : IBenchmark
             {
                 using var scope = NewDisposeScope();
                 foreach (var (packed, state) in states) state.Dequantize(packed, ScalarType.BFloat16).Dispose();
+                if (device.type == DeviceType.CUDA) cuda.synchronize();
             }, 1, runs).Median;
 
-        var inputs = randint(0, config.GetInt("vocab_size"), [Batch, Length + 1], generator: new Generator(99));
+        var inputs = randint(0, config.GetInt("vocab_size"), [Batch, Length + 1], generator: new Generator(99)).to(device);
         GC.Collect();
         GC.WaitForPendingFinalizers();
         ProcessMemory.ReturnFreedMemory();
@@ -140,12 +146,34 @@ internal sealed class QLoraBenchmark : IBenchmark
         ProcessMemory.ResetPeak();
         model.train();
         double loss = 0;
-        var steps = Timings.Measure(() => loss = Step(model, optimizer, inputs), warmup, runs);
+        var steps = Timings.Measure(() => { loss = Step(model, optimizer, inputs); if (device.type == DeviceType.CUDA) cuda.synchronize(); }, warmup, runs);
+        if (device.type == DeviceType.CUDA) cuda.synchronize();
         long peak = ProcessMemory.Peak();
         Console.Error.WriteLine($"{name}: median step {steps.Median:F0} ms, peak {peak / 1048576.0:F0} MiB");
         long parameters = memory.BaseRows.Where(r => !r.Kind.EndsWith(" state", StringComparison.Ordinal)).Sum(r => r.Values);
         return new RunResult(name, linearBytes, memory.BaseBytes, memory.Adapter.Bytes, parameters, memory.ToString(), setup.Elapsed.TotalSeconds,
-            quantizeSeconds, resident, peak, [.. steps.Milliseconds], loss, dequantizeMs, states.Count);
+            quantizeSeconds, resident, peak, [.. steps.Milliseconds], loss, dequantizeMs, states.Count, device.ToString(), cpuCudaCodes);
+    }
+
+    // Quantizes every block linear weight on both devices and compares the packed bytes and the block maxima.
+    private static string CompareCpuAndCuda(nn.Module model)
+    {
+        int identical = 0, total = 0;
+        long differentBytes = 0;
+        foreach (var (name, module) in model.named_modules().Where(m => m.name.Contains(".layers.") && BaseLinear.TryCreate(m.module) is not null))
+        {
+            using var scope = NewDisposeScope();
+            var weight = BaseLinear.TryCreate(module)!.Weight;
+            var (cpuPacked, cpuState) = Quantized4BitState.Quantize(weight, new FourBitQuantization());
+            var (gpuPacked, gpuState) = Quantized4BitState.Quantize(weight.to(CUDA), new FourBitQuantization());
+            long diff = cpuPacked.ne(gpuPacked.cpu()).sum().item<long>();
+            bool same = diff == 0 && cpuState.BlockAbsmax().eq(gpuState.BlockAbsmax().cpu()).all().item<bool>();
+            differentBytes += diff;
+            if (same) identical++;
+            total++;
+            cpuPacked.Dispose(); gpuPacked.Dispose(); cpuState.Dispose(); gpuState.Dispose();
+        }
+        return $"{identical} of {total} layers bit-identical (codes and double-quantized maxima), {differentBytes} packed bytes differ";
     }
 
     private static double Median(IReadOnlyList<double> values) => new Timings(values).Median;

@@ -46,7 +46,7 @@ public sealed class QLoraTextClassificationTests
             Precision = TrainingPrecision.BFloat16, Seed = 3, BaseModelStorage = storage,
         };
         var model = ml.FineTune().QLora(options, new QLoraOptions { Rank = 4, TargetModules = ["query", "value"] }).Fit(train);
-        var history = model.TrainingHistory.Steps;
+        var history = model.TrainingHistory!.Steps;
         Console.WriteLine($"QLoRA on bert-tiny: loss {history[0].Loss:F4} -> {history[^1].Loss:F4}; {model.TrainableParameters}");
         var before = Scores(ml, model);
 
