@@ -6,7 +6,7 @@ namespace MLNet.FineTune.Checkpoints;
 
 /// <summary>Reads the weights of a Hugging Face model folder: <c>model.safetensors</c> or a sharded
 /// <c>model.safetensors.index.json</c>, F32/F16/BF16 converted to the requested dtype.</summary>
-public static class HfCheckpoint
+internal static class HfCheckpoint
 {
     public const string SingleFile = "model.safetensors";
     public const string IndexFile = "model.safetensors.index.json";

@@ -9,7 +9,7 @@ namespace MLNet.FineTune.Checkpoints;
 /// A Hugging Face <c>config.json</c>, read as JSON with typed accessors whose errors name the file and the key.
 /// Model families build their own config records from it (transformers 4 and 5 spellings alike).
 /// </summary>
-public sealed class HfConfig
+internal sealed class HfConfig
 {
     private readonly JsonObject _root;
 

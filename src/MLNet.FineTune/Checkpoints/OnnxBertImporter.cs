@@ -15,7 +15,7 @@ namespace MLNet.FineTune.Checkpoints;
 /// <param name="Source">The ONNX initializer holding its values.</param>
 /// <param name="Transposed">True when the initializer is the exporter's folded <c>weight.T</c> ([in, out]) and must be
 /// transposed back to PyTorch's [out, in].</param>
-public sealed record OnnxBertTensor(string Name, OnnxTensor Source, bool Transposed)
+internal sealed record OnnxBertTensor(string Name, OnnxTensor Source, bool Transposed)
 {
     /// <summary>The tensor's shape in the Hugging Face checkpoint.</summary>
     public long[] Shape => Transposed ? [Source.Dims[1], Source.Dims[0]] : [.. Source.Dims];
@@ -25,7 +25,7 @@ public sealed record OnnxBertTensor(string Name, OnnxTensor Source, bool Transpo
 /// What <see cref="OnnxBertImporter.Map"/> recovered from a BERT ONNX export: every tensor under its Hugging Face name
 /// and the architecture, each size derived from the tensors or the graph (never assumed).
 /// </summary>
-public sealed record OnnxBertMapping
+internal sealed record OnnxBertMapping
 {
     /// <summary>The tensors, sorted by name.</summary>
     public required IReadOnlyList<OnnxBertTensor> Tensors { get; init; }
@@ -80,10 +80,13 @@ public sealed record OnnxBertMapping
 
 /// <summary>What <see cref="OnnxBertImporter.Convert(string, string, string, OnnxBertImportOptions?)"/> wrote.</summary>
 /// <param name="Folder">The Hugging Face model folder.</param>
-/// <param name="Mapping">The tensors and architecture recovered from the graph.</param>
 /// <param name="OnnxSha256">SHA-256 of the ONNX bytes (lower-case hex), also recorded in the folder's <c>onnx_import.json</c>.</param>
 /// <param name="Elapsed">Wall time of the whole conversion (parse, map, write).</param>
-public sealed record OnnxImportResult(string Folder, OnnxBertMapping Mapping, string OnnxSha256, TimeSpan Elapsed);
+public sealed record OnnxImportResult(string Folder, string OnnxSha256, TimeSpan Elapsed)
+{
+    /// <summary>The tensors and architecture recovered from the graph (the ONNX reader's types are internal).</summary>
+    internal OnnxBertMapping Mapping { get; init; } = null!;
+}
 
 /// <summary>Options of an ONNX BERT import.</summary>
 public sealed record OnnxBertImportOptions
@@ -141,7 +144,7 @@ public static partial class OnnxBertImporter
     /// <param name="numAttentionHeads">The head count when the graph's Reshape constants do not state it.</param>
     /// <exception cref="InvalidDataException">An initializer or node cannot be mapped, a BERT tensor is missing,
     /// or shapes disagree (the message names the tensor or node).</exception>
-    public static OnnxBertMapping Map(OnnxModel model, int? numAttentionHeads = null)
+    internal static OnnxBertMapping Map(OnnxModel model, int? numAttentionHeads = null)
     {
         var graph = model.Graph;
         string source = model.Source;
@@ -352,7 +355,7 @@ public static partial class OnnxBertImporter
             try { if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true); } catch (IOException) { }
             throw;
         }
-        return new OnnxImportResult(target, mapping, sha, watch.Elapsed);
+        return new OnnxImportResult(target, sha, watch.Elapsed) { Mapping = mapping };
     }
 
     /// <summary>

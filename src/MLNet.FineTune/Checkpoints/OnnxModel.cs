@@ -7,7 +7,7 @@ namespace MLNet.FineTune.Checkpoints;
 // the little-endian hosts .NET runs on (x64, Arm64).
 
 /// <summary>ONNX tensor element types (<c>TensorProto.DataType</c>).</summary>
-public enum OnnxDataType
+internal enum OnnxDataType
 {
     Undefined = 0, Float = 1, UInt8 = 2, Int8 = 3, UInt16 = 4, Int16 = 5, Int32 = 6, Int64 = 7, String = 8,
     Bool = 9, Float16 = 10, Double = 11, UInt32 = 12, UInt64 = 13, Complex64 = 14, Complex128 = 15, BFloat16 = 16,
@@ -17,7 +17,7 @@ public enum OnnxDataType
 /// An ONNX tensor (an initializer or a <c>Constant</c> node's value): name, shape, element type and its
 /// little-endian bytes, whether the file stored them as <c>raw_data</c> or as typed repeated fields.
 /// </summary>
-public sealed class OnnxTensor
+internal sealed class OnnxTensor
 {
     /// <summary>The tensor's name (the graph value it defines).</summary>
     public string Name { get; }
@@ -76,7 +76,7 @@ public sealed class OnnxTensor
 
 /// <summary>A node attribute: one of an int, a float, a string, a tensor, or lists of ints/floats.</summary>
 /// <param name="Name">The attribute's name (e.g. <c>axis</c>, <c>value</c>, <c>perm</c>).</param>
-public sealed record OnnxAttribute(string Name)
+internal sealed record OnnxAttribute(string Name)
 {
     /// <summary>The single int value (<c>i</c>), when set.</summary>
     public long? Int { get; init; }
@@ -99,7 +99,7 @@ public sealed record OnnxAttribute(string Name)
 /// <param name="Inputs">Input value names, in order; an empty name is an omitted optional input.</param>
 /// <param name="Outputs">Output value names, in order.</param>
 /// <param name="Attributes">Attributes by name.</param>
-public sealed record OnnxNode(string Name, string OpType, string Domain, IReadOnlyList<string> Inputs,
+internal sealed record OnnxNode(string Name, string OpType, string Domain, IReadOnlyList<string> Inputs,
     IReadOnlyList<string> Outputs, IReadOnlyDictionary<string, OnnxAttribute> Attributes)
 {
     /// <summary>The node's name, or a description from its operator and outputs when it has none.</summary>
@@ -110,10 +110,10 @@ public sealed record OnnxNode(string Name, string OpType, string Domain, IReadOn
 /// <param name="Name">The value's name.</param>
 /// <param name="ElementType">Its element type; Undefined when the file does not say.</param>
 /// <param name="Shape">Per dimension: the size, or the symbolic name (e.g. <c>batch_size</c>), or null when unknown.</param>
-public sealed record OnnxValueInfo(string Name, OnnxDataType ElementType, IReadOnlyList<string?> Shape);
+internal sealed record OnnxValueInfo(string Name, OnnxDataType ElementType, IReadOnlyList<string?> Shape);
 
 /// <summary>An ONNX graph: nodes in topological order, initializers (the weights), inputs and outputs.</summary>
-public sealed class OnnxGraph
+internal sealed class OnnxGraph
 {
     /// <summary>The graph's name.</summary>
     public string Name { get; }
@@ -145,7 +145,7 @@ public sealed class OnnxGraph
 /// the IR and opset versions, the producer, and the main graph. Only the fields needed to read weights and walk
 /// the graph are decoded; others are skipped. Tensor bytes stay slices of the model's buffer (no copy).
 /// </summary>
-public sealed class OnnxModel
+internal sealed class OnnxModel
 {
     /// <summary>The ONNX IR version.</summary>
     public long IrVersion { get; private init; }

@@ -14,13 +14,13 @@ namespace MLNet.FineTune.Checkpoints;
 /// <param name="Shape">The tensor's shape.</param>
 /// <param name="DataOffset">Start of the bytes, counted from the end of the header.</param>
 /// <param name="ByteLength">Number of bytes.</param>
-public sealed record SafeTensorEntry(string Name, string DType, long[] Shape, long DataOffset, long ByteLength);
+internal sealed record SafeTensorEntry(string Name, string DType, long[] Shape, long DataOffset, long ByteLength);
 
 /// <summary>
 /// Reads and writes the safetensors format (an 8-byte little-endian header length, a JSON header, raw little-endian
 /// data). No pickle is ever executed: this is the only weight format the library reads.
 /// </summary>
-public static class SafeTensors
+internal static class SafeTensors
 {
     private static readonly Dictionary<string, ScalarType> ByName = new()
     {

@@ -11,7 +11,8 @@ internal static class InitialAdapterMethod
 {
     /// <summary>Throws unless the adapter in <paramref name="folder"/> is of the method <paramref name="method"/>
     /// (the estimator's): the same registered method, and for LoRA whether it is DoRA.</summary>
-    /// <exception cref="ArgumentException">Another method (both are named, with the catalog method that continues it).</exception>
+    /// <exception cref="ArgumentException">Another method (both are named, with the catalog method that continues
+    /// it).</exception>
     public static void Check(string folder, MethodOptions method)
     {
         var saved = PeftConfigJson.Read(folder);

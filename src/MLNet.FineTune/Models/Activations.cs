@@ -6,7 +6,7 @@ namespace MLNet.FineTune.Models;
 
 /// <summary>Activation functions by the names transformers' <c>ACT2FN</c> uses in config.json (<c>hidden_act</c>,
 /// <c>activation</c>, <c>activation_function</c>, <c>hidden_activation</c>): the one table every model family reads.</summary>
-public static class Activations
+internal static class Activations
 {
     /// <summary>Names this library knows, for error messages.</summary>
     public static IReadOnlyList<string> Supported { get; } =

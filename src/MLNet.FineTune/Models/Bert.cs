@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace MLNet.FineTune.Models;
 
 /// <summary>BERT's <c>config.json</c>, bound by key name (defaults are transformers' <c>BertConfig</c> defaults).</summary>
-public record BertConfig
+internal record BertConfig
 {
     [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 30522;
     [JsonPropertyName("hidden_size")] public int HiddenSize { get; init; } = 768;
@@ -44,7 +44,7 @@ public record BertConfig
 }
 
 /// <summary>BertModel: <c>embeddings</c>, <c>encoder.layer.N</c>, optional <c>pooler</c>.</summary>
-public sealed class BertModel : EncoderModel
+internal sealed class BertModel : EncoderModel
 {
     private BertEmbeddings embeddings;
     private EncoderLayers<BertLayer> encoder;
@@ -82,7 +82,7 @@ public sealed class BertModel : EncoderModel
 }
 
 /// <summary>BertForSequenceClassification: <c>bert</c> (with pooler), <c>dropout</c>, <c>classifier</c>.</summary>
-public sealed class BertForSequenceClassification : SequenceClassificationModel
+internal sealed class BertForSequenceClassification : SequenceClassificationModel
 {
     private BertModel bert;
     private InvertedDropout dropout;
@@ -109,7 +109,7 @@ public sealed class BertForSequenceClassification : SequenceClassificationModel
 }
 
 /// <summary>BertForQuestionAnswering: <c>bert</c> (no pooler), <c>qa_outputs</c> (H -> 2).</summary>
-public sealed class BertForQuestionAnswering : QuestionAnsweringModel
+internal sealed class BertForQuestionAnswering : QuestionAnsweringModel
 {
     /// <summary>Builds the model; <c>qa_outputs</c> is initialised as transformers does.</summary>
     public BertForQuestionAnswering(HfConfig config) : this(new BertModel(BertConfig.FromHf(config), config, addPoolingLayer: false)) { }

@@ -16,13 +16,13 @@ namespace MLNet.FineTune.Models;
 /// (B, T) int64 positions. When null they come from the mask as Hugging Face's <c>generate</c> computes them
 /// (cumulative sum of the mask minus one, so a left-padded row starts at 0), or count from the cache length.
 /// </param>
-public sealed record CausalLMInputs(Tensor InputIds, Tensor? AttentionMask = null, KvCache? Cache = null, Tensor? PositionIds = null);
+internal sealed record CausalLMInputs(Tensor InputIds, Tensor? AttentionMask = null, KvCache? Cache = null, Tensor? PositionIds = null);
 
 /// <summary>
 /// A decoder-only language model (GPT-2, Llama, Mistral, Qwen2) with Hugging Face's state-dict names:
 /// <c>call(inputs)</c> returns next-token logits (B, T, V) in the model's dtype.
 /// </summary>
-public abstract class CausalLanguageModel : nn.Module<CausalLMInputs, Tensor>, IPretrainedModel
+internal abstract class CausalLanguageModel : nn.Module<CausalLMInputs, Tensor>, IPretrainedModel
 {
     private readonly ModelFamily _family;   // no module fields here: subclasses' RegisterComponents would register them
 

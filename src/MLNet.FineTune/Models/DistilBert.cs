@@ -8,7 +8,7 @@ namespace MLNet.FineTune.Models;
 
 /// <summary>DistilBERT's <c>config.json</c>, bound by its own key names (dim, n_layers, n_heads, hidden_dim) with
 /// transformers' defaults.</summary>
-public sealed record DistilBertConfig
+internal sealed record DistilBertConfig
 {
     [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 30522;
     [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; init; } = 512;
@@ -43,7 +43,7 @@ public sealed record DistilBertConfig
 }
 
 /// <summary>DistilBertModel: <c>embeddings</c> (word + position, no token types) and <c>transformer.layer.N</c>; no pooler.</summary>
-public sealed class DistilBertModel : EncoderModel
+internal sealed class DistilBertModel : EncoderModel
 {
     private DistilBertEmbeddings embeddings;
     private EncoderLayers<DistilBertBlock> transformer;
@@ -77,7 +77,7 @@ public sealed class DistilBertModel : EncoderModel
 }
 
 /// <summary>DistilBertForSequenceClassification: <c>distilbert</c>, <c>pre_classifier</c> (H -> H, ReLU), <c>classifier</c>.</summary>
-public sealed class DistilBertForSequenceClassification : SequenceClassificationModel
+internal sealed class DistilBertForSequenceClassification : SequenceClassificationModel
 {
     private DistilBertModel distilbert;
     private nn.Module<Tensor, Tensor> pre_classifier;
@@ -111,7 +111,7 @@ public sealed class DistilBertForSequenceClassification : SequenceClassification
 }
 
 /// <summary>DistilBertForQuestionAnswering: <c>distilbert</c>, dropout (qa_dropout), <c>qa_outputs</c> (H -> 2).</summary>
-public sealed class DistilBertForQuestionAnswering : QuestionAnsweringModel
+internal sealed class DistilBertForQuestionAnswering : QuestionAnsweringModel
 {
     /// <summary>Builds the model; <c>qa_outputs</c> is initialised as transformers does.</summary>
     public DistilBertForQuestionAnswering(HfConfig config) : this(new DistilBertModel(DistilBertConfig.FromHf(config), config)) { }

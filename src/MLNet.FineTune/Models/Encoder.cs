@@ -8,10 +8,10 @@ namespace MLNet.FineTune.Models;
 /// <summary>What an encoder backbone computes for a batch.</summary>
 /// <param name="LastHiddenState">(B, T, H) final hidden states, every position (padding positions included, as transformers returns them).</param>
 /// <param name="PooledOutput">(B, H) tanh(dense(first token)) for families with a pooler (BERT, RoBERTa), else null.</param>
-public sealed record EncoderOutput(Tensor LastHiddenState, Tensor? PooledOutput);
+internal sealed record EncoderOutput(Tensor LastHiddenState, Tensor? PooledOutput);
 
 /// <summary>An encoder backbone (BertModel, RobertaModel, DistilBertModel): Hugging Face state-dict keys, no head.</summary>
-public abstract class EncoderModel : nn.Module<EncoderInputs, EncoderOutput>, IPretrainedModel
+internal abstract class EncoderModel : nn.Module<EncoderInputs, EncoderOutput>, IPretrainedModel
 {
     private readonly ModelFamily _family;
 

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace MLNet.FineTune.Models;
 
 /// <summary>GPT-2's config.json (Radford et al. 2019), bound by key name with transformers' defaults for absent keys.</summary>
-public sealed record Gpt2Config
+internal sealed record Gpt2Config
 {
     [JsonPropertyName("vocab_size")] public int VocabSize { get; init; } = 50257;
     /// <summary>n_positions (older configs: n_ctx).</summary>
@@ -50,7 +50,7 @@ public sealed record Gpt2Config
 /// layer is PEFT's <c>fan_in_fan_out = true</c> case: LoRA's delta (B A, shaped [out, in]) is transposed before it is
 /// added to <see cref="weight"/>, and <see cref="InFeatures"/> is weight.shape[0].
 /// </remarks>
-public sealed class Conv1D : nn.Module<Tensor, Tensor>
+internal sealed class Conv1D : nn.Module<Tensor, Tensor>
 {
     /// <summary>[in, out].</summary>
     public Parameter weight;
@@ -80,7 +80,7 @@ public sealed class Conv1D : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>GPT-2 self-attention: fused q/k/v projection <c>c_attn</c>, output <c>c_proj</c>.</summary>
-public sealed class Gpt2Attention : nn.Module
+internal sealed class Gpt2Attention : nn.Module
 {
     private nn.Module<Tensor, Tensor> c_attn;
     private nn.Module<Tensor, Tensor> c_proj;
@@ -115,7 +115,7 @@ public sealed class Gpt2Attention : nn.Module
 }
 
 /// <summary>GPT-2 feed-forward: c_fc, activation, c_proj.</summary>
-public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
+internal sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
 {
     private nn.Module<Tensor, Tensor> c_fc;
     private nn.Module<Tensor, Tensor> c_proj;
@@ -136,7 +136,7 @@ public sealed class Gpt2Mlp : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>A pre-norm GPT-2 block: x + attn(ln_1(x)), then + mlp(ln_2(x)).</summary>
-public sealed class Gpt2Block : nn.Module
+internal sealed class Gpt2Block : nn.Module
 {
     private readonly LayerNorm ln_1;
     private readonly Gpt2Attention attn;
@@ -160,7 +160,7 @@ public sealed class Gpt2Block : nn.Module
 }
 
 /// <summary>The GPT-2 backbone (<c>transformer.*</c> in GPT2LMHeadModel): embeddings, blocks, final norm.</summary>
-public sealed class Gpt2Model : nn.Module
+internal sealed class Gpt2Model : nn.Module
 {
     private readonly Embedding wte;
     private readonly Embedding wpe;
@@ -205,7 +205,7 @@ public sealed class Gpt2Model : nn.Module
 /// default) the projection is <c>transformer.wte.weight</c> and the state dict has no <c>lm_head.weight</c>, as the
 /// checkpoint files have none.
 /// </summary>
-public sealed class Gpt2LMHeadModel : CausalLanguageModel
+internal sealed class Gpt2LMHeadModel : CausalLanguageModel
 {
     private readonly Gpt2Model transformer;
     private nn.Module<Tensor, Tensor>? lm_head;   // null when tied

@@ -6,7 +6,7 @@ namespace MLNet.FineTune.Models;
 /// Greedy decoding (argmax at every step), as transformers' <c>generate(do_sample=False)</c>: prompts are left-padded
 /// into one batch, positions come from the mask, and a <see cref="KvCache"/> makes each step feed one token.
 /// </summary>
-public static class GreedyDecoder
+internal static class GreedyDecoder
 {
     /// <summary>Continues one prompt by up to <paramref name="maxNewTokens"/> tokens.</summary>
     /// <returns>The prompt followed by the generated tokens (ending with the end-of-sequence token if one was produced).</returns>

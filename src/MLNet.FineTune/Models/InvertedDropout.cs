@@ -14,7 +14,7 @@ namespace MLNet.FineTune.Models;
 /// <c>bernoulli_</c> (see there; forward + backward 3-10x faster, docs/performance.md); on other devices libtorch's own
 /// (fused) dropout runs.
 /// </summary>
-public sealed class InvertedDropout : nn.Module<Tensor, Tensor>
+internal sealed class InvertedDropout : nn.Module<Tensor, Tensor>
 {
     /// <summary>A dropout layer; it has no parameters, so it adds nothing to <c>state_dict()</c>.</summary>
     /// <param name="p">Probability of zeroing an element, in [0, 1].</param>

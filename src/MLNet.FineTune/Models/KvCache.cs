@@ -10,7 +10,7 @@ namespace MLNet.FineTune.Models;
 /// The cache owns its tensors: they are detached from the caller's dispose scopes so that they outlive each decoding
 /// step, and released when replaced or when the cache is disposed.
 /// </remarks>
-public sealed class KvCache : IDisposable
+internal sealed class KvCache : IDisposable
 {
     private readonly Tensor?[] _keys;
     private readonly Tensor?[] _values;

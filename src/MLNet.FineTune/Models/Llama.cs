@@ -12,7 +12,7 @@ namespace MLNet.FineTune.Models;
 /// names. <see cref="SlidingWindows"/> holds, per layer, the attention window W (keys with q - k &lt; W) or null for
 /// full attention; <see cref="Rope"/> reads either spelling (transformers 4 rope_theta/rope_scaling, 5 rope_parameters).
 /// </summary>
-public sealed record LlamaConfig
+internal sealed record LlamaConfig
 {
     /// <summary>model_type values this layout covers.</summary>
     public static IReadOnlyList<string> ModelTypes { get; } = ["llama", "mistral", "qwen2"];
@@ -88,7 +88,7 @@ public sealed record LlamaConfig
 }
 
 /// <summary>Root-mean-square layer norm (Zhang &amp; Sennrich 2019), computed in float32 and cast back, as transformers.</summary>
-public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     /// <summary>[hidden].</summary>
     public Parameter weight;
@@ -112,7 +112,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Grouped-query self-attention with rotary positions (q_proj, k_proj, v_proj, o_proj).</summary>
-public sealed class LlamaAttention : nn.Module
+internal sealed class LlamaAttention : nn.Module
 {
     private nn.Module<Tensor, Tensor> q_proj;
     private nn.Module<Tensor, Tensor> k_proj;
@@ -148,7 +148,7 @@ public sealed class LlamaAttention : nn.Module
 }
 
 /// <summary>The gated feed-forward (SwiGLU, Shazeer 2020): down_proj(act(gate_proj(x)) * up_proj(x)).</summary>
-public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
+internal sealed class LlamaMlp : nn.Module<Tensor, Tensor>
 {
     private nn.Module<Tensor, Tensor> gate_proj;
     private nn.Module<Tensor, Tensor> up_proj;
@@ -169,7 +169,7 @@ public sealed class LlamaMlp : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>A pre-norm decoder layer: x + self_attn(input_layernorm(x)), then + mlp(post_attention_layernorm(x)).</summary>
-public sealed class LlamaDecoderLayer : nn.Module
+internal sealed class LlamaDecoderLayer : nn.Module
 {
     private readonly LlamaAttention self_attn;
     private readonly LlamaMlp mlp;
@@ -193,7 +193,7 @@ public sealed class LlamaDecoderLayer : nn.Module
 }
 
 /// <summary>The Llama backbone (<c>model.*</c>): embed_tokens, layers, norm.</summary>
-public sealed class LlamaModel : nn.Module
+internal sealed class LlamaModel : nn.Module
 {
     private readonly Embedding embed_tokens;
     private readonly ModuleList<LlamaDecoderLayer> layers;
@@ -244,7 +244,7 @@ public sealed class LlamaModel : nn.Module
 /// Sliding-window attention (Mistral, Qwen2 with use_sliding_window) is applied through the mask; the cache keeps every
 /// key (transformers' DynamicCache behaviour), which is exact and only costs memory beyond the window.
 /// </remarks>
-public sealed class LlamaForCausalLM : CausalLanguageModel
+internal sealed class LlamaForCausalLM : CausalLanguageModel
 {
     private readonly LlamaModel model;
     private nn.Module<Tensor, Tensor>? lm_head;   // null when tied

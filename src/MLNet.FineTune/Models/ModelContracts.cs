@@ -8,10 +8,10 @@ namespace MLNet.FineTune.Models;
 /// <param name="InputIds">(B, T) int64.</param>
 /// <param name="AttentionMask">(B, T) int64 or bool: 1 for real tokens, 0 for padding (either side).</param>
 /// <param name="TokenTypeIds">(B, T) int64 segment ids, or null for all zeros.</param>
-public sealed record EncoderInputs(Tensor InputIds, Tensor AttentionMask, Tensor? TokenTypeIds = null);
+internal sealed record EncoderInputs(Tensor InputIds, Tensor AttentionMask, Tensor? TokenTypeIds = null);
 
 /// <summary>What every model family exposes to the layers above (PEFT, training, tasks).</summary>
-public interface IPretrainedModel
+internal interface IPretrainedModel
 {
     /// <summary>The config the model was built from.</summary>
     HfConfig Config { get; }
@@ -30,7 +30,7 @@ public interface IPretrainedModel
 
 /// <summary>An encoder with a sequence-classification head: logits (B, NumLabels). The subclass holds the backbone in a
 /// field named as the family's <c>base_model_prefix</c> and the head in fields named as its head module names.</summary>
-public abstract class SequenceClassificationModel : nn.Module<EncoderInputs, Tensor>, IPretrainedModel
+internal abstract class SequenceClassificationModel : nn.Module<EncoderInputs, Tensor>, IPretrainedModel
 {
     private readonly ModelFamily _family;
     private readonly string[] _headModuleNames;
@@ -66,7 +66,7 @@ public abstract class SequenceClassificationModel : nn.Module<EncoderInputs, Ten
 /// An encoder with an extractive span head, the same in every encoder family: the last hidden state, an optional
 /// dropout (DistilBERT's qa_dropout), and <c>qa_outputs</c> (H -> 2) split into start and end logits, each (B, T).
 /// </summary>
-public abstract class QuestionAnsweringModel : nn.Module<EncoderInputs, (Tensor StartLogits, Tensor EndLogits)>, IPretrainedModel
+internal abstract class QuestionAnsweringModel : nn.Module<EncoderInputs, (Tensor StartLogits, Tensor EndLogits)>, IPretrainedModel
 {
     private readonly EncoderModel _backbone;
     private readonly InvertedDropout? _dropout;

@@ -9,7 +9,7 @@ namespace MLNet.FineTune.Models;
 /// Builds the model a Hugging Face config describes (family chosen by <c>model_type</c>, else by <c>architectures</c>,
 /// through <see cref="ModelRegistry"/>) and loads a folder's weights into it, returning the missing/unexpected-key report.
 /// </summary>
-public static class ModelFactory
+internal static class ModelFactory
 {
     /// <summary>The <c>model_type</c> values supported for causal language modelling.</summary>
     public static IReadOnlyList<string> SupportedCausalModelTypes { get; } = ModelRegistry.ModelTypes(ModelKind.CausalLanguageModel);

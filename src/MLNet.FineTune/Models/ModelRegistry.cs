@@ -3,7 +3,7 @@ using MLNet.FineTune.Checkpoints;
 namespace MLNet.FineTune.Models;
 
 /// <summary>What a model family is for: an encoder (classification, QA, backbone) or a causal language model.</summary>
-public enum ModelKind
+internal enum ModelKind
 {
     /// <summary>Bidirectional encoder: BERT, RoBERTa, DistilBERT.</summary>
     Encoder,
@@ -19,7 +19,7 @@ public enum ModelKind
 /// <param name="Kind">Encoder or causal language model.</param>
 /// <param name="BaseModelPrefix">The backbone's attribute name in task models (a base checkpoint's keys gain it).</param>
 /// <param name="ArchitecturePrefix">Prefix of transformers' class names, e.g. "DistilBert" in DistilBertForMaskedLM.</param>
-public sealed record ModelFamily(string ModelType, ModelKind Kind, string BaseModelPrefix, string ArchitecturePrefix)
+internal sealed record ModelFamily(string ModelType, ModelKind Kind, string BaseModelPrefix, string ArchitecturePrefix)
 {
     internal Func<HfConfig, EncoderModel>? Backbone { get; init; }
     internal Func<HfConfig, int, SequenceClassificationModel>? SequenceClassifier { get; init; }
@@ -28,7 +28,7 @@ public sealed record ModelFamily(string ModelType, ModelKind Kind, string BaseMo
 }
 
 /// <summary>The supported model families, one row per <c>model_type</c>: a new family adds a row here.</summary>
-public static class ModelRegistry
+internal static class ModelRegistry
 {
     /// <summary>Every supported family.</summary>
     public static IReadOnlyList<ModelFamily> Families { get; } =

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace MLNet.FineTune.Models;
 
 /// <summary>RoBERTa hyperparameters: BERT's keys, with transformers' RoBERTa defaults (pad_token_id 1).</summary>
-public sealed record RobertaConfig : BertConfig
+internal sealed record RobertaConfig : BertConfig
 {
     /// <summary>transformers' RobertaConfig defaults.</summary>
     public RobertaConfig() { PadTokenId = 1; VocabSize = 50265; MaxPositionEmbeddings = 514; }
@@ -19,7 +19,7 @@ public sealed record RobertaConfig : BertConfig
 }
 
 /// <summary>RobertaModel: BERT's layers and key names; positions count real tokens only, starting at pad_token_id + 1.</summary>
-public sealed class RobertaModel : EncoderModel
+internal sealed class RobertaModel : EncoderModel
 {
     private BertEmbeddings embeddings;
     private EncoderLayers<BertLayer> encoder;
@@ -68,7 +68,7 @@ public sealed class RobertaModel : EncoderModel
 }
 
 /// <summary>RobertaForSequenceClassification: <c>roberta</c> (no pooler) and <c>classifier</c> (<c>dense</c>, <c>out_proj</c>).</summary>
-public sealed class RobertaForSequenceClassification : SequenceClassificationModel
+internal sealed class RobertaForSequenceClassification : SequenceClassificationModel
 {
     private RobertaModel roberta;
     private nn.Module<Tensor, Tensor> classifier;
@@ -92,7 +92,7 @@ public sealed class RobertaForSequenceClassification : SequenceClassificationMod
 }
 
 /// <summary>RobertaForQuestionAnswering: <c>roberta</c> (no pooler), <c>qa_outputs</c> (H -> 2).</summary>
-public sealed class RobertaForQuestionAnswering : QuestionAnsweringModel
+internal sealed class RobertaForQuestionAnswering : QuestionAnsweringModel
 {
     /// <summary>Builds the model; <c>qa_outputs</c> is initialised as transformers does.</summary>
     public RobertaForQuestionAnswering(HfConfig config)

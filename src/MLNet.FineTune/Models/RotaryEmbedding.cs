@@ -16,7 +16,7 @@ namespace MLNet.FineTune.Models;
 /// <param name="LowFreqFactor">llama3: wavelengths above original/low are divided by the factor.</param>
 /// <param name="HighFreqFactor">llama3: wavelengths below original/high are kept.</param>
 /// <param name="OriginalMaxPositionEmbeddings">llama3: the pretraining context length.</param>
-public sealed record RopeParameters(string RopeType, double Theta, double Factor = 1, double LowFreqFactor = 1,
+internal sealed record RopeParameters(string RopeType, double Theta, double Factor = 1, double LowFreqFactor = 1,
     double HighFreqFactor = 4, int OriginalMaxPositionEmbeddings = 8192)
 {
     /// <summary>The types this library computes.</summary>

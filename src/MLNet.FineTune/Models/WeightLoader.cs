@@ -7,7 +7,7 @@ namespace MLNet.FineTune.Models;
 /// <param name="Loaded">Model keys filled from the checkpoint.</param>
 /// <param name="Missing">Model keys the checkpoint lacks (they keep their initialisation, e.g. a new task head).</param>
 /// <param name="Unexpected">Checkpoint keys the model has no place for (e.g. a pretraining head).</param>
-public sealed record WeightLoadReport(IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected)
+internal sealed record WeightLoadReport(IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected)
 {
     /// <summary>A one-paragraph summary for logs.</summary>
     public override string ToString() =>
@@ -40,7 +40,7 @@ public sealed record WeightLoadReport(IReadOnlyList<string> Loaded, IReadOnlyLis
 }
 
 /// <summary>Copies Hugging Face state-dict tensors into a model whose keys are Hugging Face's.</summary>
-public static class WeightLoader
+internal static class WeightLoader
 {
     /// <summary>
     /// Copies every checkpoint tensor whose key the model has into the model (converting dtype and device), as

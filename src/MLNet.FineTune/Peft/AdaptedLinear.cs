@@ -72,7 +72,7 @@ public abstract class AdaptedLinear : nn.Module<Tensor, Tensor>
     public ScalarType? ComputeDType { get; set; }
 
     /// <summary>The 4-bit quantization state of the base weight, or null for a float base.</summary>
-    public Quantized4BitState? QuantState => QuantizedWeights.StateOf(this);
+    internal Quantized4BitState? QuantState => QuantizedWeights.StateOf(this);
 
     /// <summary>When false, forward is the base layer alone (PEFT's <c>disable_adapter</c>); merged weights are
     /// unmerged first.</summary>
@@ -185,7 +185,7 @@ public sealed class BaseLinear
     /// <summary>Its weight parameter (for a 4-bit layer, the packed codes).</summary>
     public Parameter Weight { get; }
     /// <summary>The 4-bit state of a <see cref="Linear4Bit"/>, else null.</summary>
-    public Quantized4BitState? QuantState { get; }
+    internal Quantized4BitState? QuantState { get; }
     /// <summary>The dtype of the weight's values: the parameter's, or for a 4-bit layer the dtype it was quantized from.</summary>
     public ScalarType WeightDType => QuantState?.DType ?? Weight.dtype;
     /// <summary>Its bias parameter, or null.</summary>
@@ -224,7 +224,7 @@ public sealed class BaseLinear
 /// dtype (float32) and train in full, while forward runs in the compute dtype like the adapters. Keys are unchanged
 /// (<c>classifier.weight</c>). Without it the head would train in bfloat16, where small updates round away.
 /// </summary>
-public sealed class TrainedLinear : AdaptedLinear
+internal sealed class TrainedLinear : AdaptedLinear
 {
     /// <summary>Takes over <paramref name="baseLayer"/>'s parameters, converted to <paramref name="dtype"/>.</summary>
     public TrainedLinear(BaseLinear baseLayer, ScalarType dtype) : base(nameof(TrainedLinear), baseLayer)

@@ -3,7 +3,7 @@ using System.Text.RegularExpressions;
 namespace MLNet.FineTune.Peft;
 
 /// <summary>The outcome of matching one module name against a config.</summary>
-public enum ModuleMatch
+internal enum ModuleMatch
 {
     /// <summary>Not selected.</summary>
     NotMatched,
@@ -17,7 +17,7 @@ public enum ModuleMatch
 /// PEFT's rules for which modules an adapter targets (tuners_utils.check_target_module_exists), on full module
 /// names such as <c>bert.encoder.layer.0.attention.self.query</c>.
 /// </summary>
-public static class ModuleMatcher
+internal static class ModuleMatcher
 {
     /// <summary>Decides whether the module named <paramref name="key"/> is targeted.</summary>
     /// <param name="targets">Target names (exact, or suffix after a dot); ignored when <paramref name="targetPattern"/> is set.</param>

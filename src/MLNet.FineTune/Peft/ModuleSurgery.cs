@@ -6,7 +6,7 @@ namespace MLNet.FineTune.Peft;
 
 /// <summary>Replaces a submodule of a TorchSharp model in place, so that both the C# field the parent's forward
 /// calls and the module registry (state_dict, named_modules) see the replacement.</summary>
-public static class ModuleSurgery
+internal static class ModuleSurgery
 {
     /// <summary>The module at a dotted path (e.g. <c>bert.encoder.layer.0.attention.self.query</c>).</summary>
     /// <exception cref="ArgumentException">No module at that path (names the missing segment).</exception>

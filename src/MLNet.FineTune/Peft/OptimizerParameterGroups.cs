@@ -17,7 +17,7 @@ public sealed record ParameterGroup(string Name, IReadOnlyList<Parameter> Parame
 /// Groups a model's trainable parameters by learning rate: for LoRA+ (Hayou et al. 2024; PEFT's
 /// create_loraplus_optimizer) a rate <c>ratio</c> times higher for the B matrices and every 1-D parameter.
 /// </summary>
-public static class OptimizerParameterGroups
+internal static class OptimizerParameterGroups
 {
     /// <summary>Builds the groups (empty ones left out).</summary>
     /// <param name="model">The model; only parameters with requires_grad are grouped.</param>

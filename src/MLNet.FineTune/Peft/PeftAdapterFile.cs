@@ -6,7 +6,7 @@ namespace MLNet.FineTune.Peft;
 
 /// <summary>The weights half of PEFT's adapter folder: <c>adapter_model.safetensors</c>, keys
 /// <c>base_model.model.&lt;module path&gt;.&lt;adapter tensor&gt;</c>.</summary>
-public static class PeftAdapterFile
+internal static class PeftAdapterFile
 {
     /// <summary>PEFT's weights file name.</summary>
     public const string WeightsFileName = "adapter_model.safetensors";

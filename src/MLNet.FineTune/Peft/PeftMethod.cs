@@ -26,7 +26,8 @@ internal abstract class PeftMethod
     /// <summary>The peak learning rate when the task options leave it unset.</summary>
     public abstract double DefaultLearningRate { get; }
 
-    /// <summary>False for a method that trains the model itself (full fine-tuning): no adapter layers, no adapter file.</summary>
+    /// <summary>False for a method that trains the model itself (full fine-tuning): no adapter layers, no adapter
+    /// file.</summary>
     public virtual bool InjectsAdapters => true;
 
     /// <summary>The names of the adapter layer's own tensors in an adapter file, after the wrapped layer's path
@@ -58,10 +59,12 @@ internal abstract class PeftMethod
     public virtual IEnumerable<(string Name, Tensor Tensor)> ExtraAdapterState(nn.Module model, MethodOptions options,
         IReadOnlyDictionary<string, AdaptedLinear> layers) => [];
 
-    /// <summary>The options to build layers with when only their shapes matter (no change to the base weights).</summary>
+    /// <summary>The options to build layers with when only their shapes matter (no change to the base
+    /// weights).</summary>
     public virtual MethodOptions ForShapeCheck(MethodOptions options) => options;
 
-    /// <summary>True when injection writes into the frozen base weights it wraps (PiSSA), so they must be saved.</summary>
+    /// <summary>True when injection writes into the frozen base weights it wraps (PiSSA), so they must be
+    /// saved.</summary>
     public virtual bool RewritesBaseWeights(MethodOptions options) => false;
 
     /// <summary>The optimizer's learning-rate groups for the trainable parameters (<paramref name="options"/>: the
@@ -79,10 +82,12 @@ internal abstract class PeftMethod
     /// <summary>Reads what <see cref="WriteModelJson"/> wrote into the options <see cref="ReadJson"/> returned.</summary>
     public virtual MethodOptions ReadModelJson(PeftConfigJson.Reader json, MethodOptions options) => options;
 
-    /// <summary>Writes the method's own keys of <c>adapter_config.json</c> (the common ones are written already).</summary>
+    /// <summary>Writes the method's own keys of <c>adapter_config.json</c> (the common ones are written
+    /// already).</summary>
     public abstract void WriteJson(MethodOptions options, JsonObject json);
 
-    /// <summary>Reads the method's own keys; keys the file omits get the file format's (PEFT's) defaults, stated here.</summary>
+    /// <summary>Reads the method's own keys; keys the file omits get the file format's (PEFT's) defaults, stated
+    /// here.</summary>
     public abstract MethodOptions ReadJson(PeftConfigJson.Reader json);
 }
 

@@ -16,8 +16,10 @@ internal static class PeftMethods
     /// <summary>Every registered method.</summary>
     public static IReadOnlyList<PeftMethod> All => _methods;
 
-    /// <summary>Adds a method (a plug-in outside the library, e.g. a test's). Its peft_type and options type must be new.</summary>
-    /// <exception cref="ArgumentException">A method with that peft_type or options type is registered already.</exception>
+    /// <summary>Adds a method (a plug-in outside the library, e.g. a test's). Its peft_type and options type must be
+    /// new.</summary>
+    /// <exception cref="ArgumentException">A method with that peft_type or options type is registered
+    /// already.</exception>
     public static void Register(PeftMethod method)
     {
         ArgumentNullException.ThrowIfNull(method);

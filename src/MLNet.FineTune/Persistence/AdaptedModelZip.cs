@@ -20,14 +20,10 @@ internal static class AdaptedModelZip
 {
     private const string ConfigPayload = "base/config.json";
     private const string TokenizerPrefix = "base/tokenizer/";
-    private const string AdapterConfigPayload = "adapter_config.json";
+    private const string AdapterConfigPayload = PeftConfigJson.FileName;
     private const string StoredBasePayload = "base_model.json";
     private const string FullStatePayload = "model.safetensors";
     private const string TrainedStatePayload = "trained.safetensors";
-
-    /// <summary>Tokenizer files carried into model.zip (whichever the base folder has).</summary>
-    private static readonly string[] TokenizerFileNames =
-        ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json"];
 
     /// <summary>What a saved model consists of.</summary>
     public sealed record Parts(nn.Module Model, PeftModel Peft, HfTokenizer Tokenizer, IReadOnlyDictionary<string, byte[]> TokenizerFiles,
@@ -135,7 +131,7 @@ internal static class AdaptedModelZip
     }
 
     public static Dictionary<string, byte[]> ReadTokenizerFiles(string folder) =>
-        TokenizerFileNames.Where(f => File.Exists(Path.Combine(folder, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(folder, f)));
+        TokenizerFolder.FileNames.Where(f => File.Exists(Path.Combine(folder, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(folder, f)));
 
     private static HfTokenizer TokenizerFromFiles(IReadOnlyDictionary<string, byte[]> files, HfConfig config)
     {

@@ -1,7 +1,7 @@
 namespace MLNet.FineTune.Runtime;
 
 /// <summary>Writes files so that a reader never sees half of one and a failed write leaves the old file intact.</summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     /// <summary>Writes through <paramref name="write"/> into a temporary file beside <paramref name="path"/>, then
     /// moves it into place. On failure the temporary file is removed and any existing file is untouched.</summary>

@@ -3,7 +3,7 @@ using TorchSharp;
 namespace MLNet.FineTune.Runtime;
 
 /// <summary>Chooses the TorchSharp device the way ML.NET's own TorchSharp trainers do.</summary>
-public static class ComputeDevice
+internal static class ComputeDevice
 {
     /// <summary>
     /// CUDA device <paramref name="gpuDeviceId"/> when one was asked for and CUDA is available (the application carries

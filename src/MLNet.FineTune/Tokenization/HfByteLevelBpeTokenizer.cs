@@ -10,7 +10,7 @@ namespace MLNet.FineTune.Tokenization;
 /// split is done here, each piece is encoded by Microsoft.ML.Tokenizers' <see cref="BpeTokenizer"/> (byte level, the
 /// vocabulary and merges of tokenizer.json), and offsets are mapped back to the original text.
 /// </summary>
-public sealed class HfByteLevelBpeTokenizer : HfTokenizer
+internal sealed class HfByteLevelBpeTokenizer : HfTokenizer
 {
     /// <summary>GPT-2's pre-tokenizer regex, what ByteLevel(use_regex=true) uses.</summary>
     private const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";

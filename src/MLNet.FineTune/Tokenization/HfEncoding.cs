@@ -9,7 +9,7 @@ namespace MLNet.FineTune.Tokenization;
 /// text. Hugging Face (Python) counts Unicode code points instead; the two agree except after characters outside the
 /// Basic Multilingual Plane (emoji), which take two UTF-16 units. Special tokens and padding have (0, 0).
 /// </remarks>
-public sealed class HfEncoding
+internal sealed class HfEncoding
 {
     internal HfEncoding(int[] ids, string[] tokens, int[] tokenTypeIds, int[] attentionMask, (int Start, int End)[] offsets, int?[] sequenceIds)
     {

@@ -12,7 +12,7 @@ namespace MLNet.FineTune.Tokenization;
 /// identity normalizer Llama models use, that text is the input one-for-one after the prefix, so offsets map back
 /// exactly; a model whose normalizer changes the length (nmt_nfkc collapsing spaces) gets approximate offsets.
 /// </remarks>
-public sealed class HfSentencePieceTokenizer : HfTokenizer
+internal sealed class HfSentencePieceTokenizer : HfTokenizer
 {
     private readonly SentencePieceTokenizer _sentencePiece;
     private readonly Dictionary<string, int> _vocab;

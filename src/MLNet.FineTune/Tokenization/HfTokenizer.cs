@@ -19,7 +19,7 @@ namespace MLNet.FineTune.Tokenization;
 /// </list>
 /// All offsets are UTF-16 indices into the string that was passed in (see <see cref="HfEncoding"/>).
 /// </remarks>
-public abstract class HfTokenizer
+internal abstract class HfTokenizer
 {
     private readonly AddedTokens _addedTokens;
     private PostProcessorTemplate _template = PostProcessorTemplate.None;
@@ -347,7 +347,7 @@ public abstract class HfTokenizer
 }
 
 /// <summary>How <see cref="HfTokenizer.EncodePairWindows"/> cuts a long context into windows.</summary>
-public enum ContextWindowing
+internal enum ContextWindowing
 {
     /// <summary>
     /// Windows over the whole context: each starts <c>stride</c> tokens before the previous one ended, until the

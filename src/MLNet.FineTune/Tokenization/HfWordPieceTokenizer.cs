@@ -8,7 +8,7 @@ namespace MLNet.FineTune.Tokenization;
 /// BERT-family WordPiece tokenizer equal to Hugging Face's BertTokenizerFast: a BERT normalizer/pre-tokenizer that keeps
 /// offsets into the original text, then Microsoft.ML.Tokenizers' <see cref="WordPieceTokenizer"/> on each word.
 /// </summary>
-public sealed class HfWordPieceTokenizer : HfTokenizer
+internal sealed class HfWordPieceTokenizer : HfTokenizer
 {
     private readonly WordPieceTokenizer _wordPiece;
     private readonly BertBasicTokenizer _basic;

@@ -15,6 +15,10 @@ internal sealed class TokenizerFolder
     public const string SpecialTokensMapJson = "special_tokens_map.json";
     public const string ConfigJson = "config.json";
 
+    /// <summary>Every file a tokenizer may be built from (a folder holds some of them): what model.zip carries.</summary>
+    public static readonly IReadOnlyList<string> FileNames =
+        [TokenizerJson, TokenizerConfigJson, VocabTxt, SentencePieceModel, SpecialTokensMapJson, "vocab.json", "merges.txt", "added_tokens.json"];
+
     private readonly JsonElement? _tokenizerConfig;
     private readonly JsonElement? _specialTokensMap;
     private readonly JsonElement? _config;

@@ -11,7 +11,7 @@ namespace MLNet.FineTune.Training;
 /// shuffled order), cut into batches, and the list of all batches is shuffled again. Batches then hold examples of
 /// similar length (less padding) while the order of batches stays random.
 /// </remarks>
-public sealed class BatchSampler
+internal sealed class BatchSampler
 {
     private readonly int _exampleCount, _batchSize, _seed, _megaBatchBatches;
     private readonly IReadOnlyList<int>? _lengths;

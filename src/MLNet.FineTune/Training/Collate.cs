@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace MLNet.FineTune.Training;
 
 /// <summary>Which end of a row receives padding.</summary>
-public enum PaddingSide
+internal enum PaddingSide
 {
     /// <summary>Tokens first, padding after (encoders, training causal models).</summary>
     Right,
@@ -17,7 +17,7 @@ public enum PaddingSide
 /// Dynamic padding: a batch is padded to its own longest row (optionally rounded up to a multiple), not to the
 /// model's maximum length, so short batches cost short compute.
 /// </summary>
-public static class Collate
+internal static class Collate
 {
     /// <summary>Pads variable-length rows into one (B, T) int64 tensor, T = the longest row rounded up to
     /// <paramref name="padToMultipleOf"/>.</summary>

@@ -19,7 +19,7 @@ namespace MLNet.FineTune.Training;
 /// <see cref="ZeroGrad"/>. Moving or casting the model afterwards (<c>Module.to</c>) replaces its parameter objects
 /// and ends the binding.
 /// </remarks>
-public sealed class FlatAdamW : IDisposable
+internal sealed class FlatAdamW : IDisposable
 {
     private sealed record Member(TrainableParameter Source, long Offset, long Count, long[] Shape);
 

@@ -6,7 +6,7 @@ namespace MLNet.FineTune.Training;
 /// PyTorch's LambdaLR stepped after each optimizer step, the optimizer step with 0-based index <c>k</c> uses
 /// <c>LearningRate * Multiplier(k)</c>: with warmup, the very first step has rate 0.
 /// </summary>
-public static class LearningRateSchedules
+internal static class LearningRateSchedules
 {
     /// <summary>The multiplier of the peak learning rate for 0-based optimizer step <paramref name="step"/>.</summary>
     /// <param name="schedule">The schedule after warmup.</param>

@@ -12,7 +12,7 @@ public enum LearningRateSchedule
 }
 
 /// <summary>When the task's evaluation callback runs.</summary>
-public enum EvaluationStrategy
+internal enum EvaluationStrategy
 {
     /// <summary>Never (early stopping and best-weight restore are then off).</summary>
     None,
@@ -24,7 +24,8 @@ public enum EvaluationStrategy
 
 /// <summary>
 /// Options of the training loop, the one set every task's options derive from (<c>FineTuneOptions</c>), so a task's
-/// options hold the trainer's: <c>new TextClassificationOptions { Epochs = 2, BatchSize = 32, LearningRate = 5e-4 }</c>.
+/// options hold the trainer's: <c>new TextClassificationOptions { Epochs = 2, BatchSize = 32, LearningRate = 5e-4
+/// }</c>.
 /// Defaults follow Hugging Face's <c>TrainingArguments</c> where one exists (linear schedule, AdamW betas 0.9/0.999,
 /// eps 1e-8, clipping at 1.0), except <see cref="WeightDecay"/> (0.01, applied to weights only: never to biases and
 /// normalisation weights), <see cref="WarmupRatio"/> (0.1), <see cref="BatchSize"/> (32) and length bucketing (on).
@@ -36,7 +37,8 @@ public record TrainingOptions
     /// <summary>Passes over the training data (used when <see cref="MaxSteps"/> is null). Default 3.</summary>
     public int Epochs { get; set; } = 3;
 
-    /// <summary>Optional cap on optimizer steps; when set it replaces <see cref="Epochs"/> as the length of training.</summary>
+    /// <summary>Optional cap on optimizer steps; when set it replaces <see cref="Epochs"/> as the length of
+    /// training.</summary>
     public int? MaxSteps { get; set; }
 
     /// <summary>Examples per micro-batch (one forward/backward). The optimizer sees
@@ -77,7 +79,8 @@ public record TrainingOptions
     /// Must be 0 or positive: NaN and negative values are rejected. Default 1.0.</summary>
     public double MaxGradientNorm { get; set; } = 1.0;
 
-    /// <summary>Seed for shuffling, dropout and initialisation; null uses the MLContext's seed (42 outside ML.NET).</summary>
+    /// <summary>Seed for shuffling, dropout and initialisation; null uses the MLContext's seed (42 outside
+    /// ML.NET).</summary>
     public int? Seed { get; set; }
 
     /// <summary>Group examples of similar length into the same batch so batches pad less: the shuffled order is cut
@@ -85,7 +88,8 @@ public record TrainingOptions
     /// are shuffled (order stays random). Default true.</summary>
     public bool LengthBucketing { get; set; } = true;
 
-    /// <summary>Batches per mega-batch when <see cref="LengthBucketing"/> is on (Hugging Face uses 50). Default 50.</summary>
+    /// <summary>Batches per mega-batch when <see cref="LengthBucketing"/> is on (Hugging Face uses 50). Default
+    /// 50.</summary>
     public int LengthBucketingMegaBatches { get; set; } = 50;
 
     /// <summary>Evaluate every this many optimizer steps; null evaluates once per epoch. Evaluation needs validation
@@ -99,10 +103,12 @@ public record TrainingOptions
     /// <summary>The smallest improvement of the validation metric that counts. Default 0.</summary>
     public double EarlyStoppingThreshold { get; set; }
 
-    /// <summary>At the end (and on cancellation), put back the trainable weights of the best evaluation. Default true.</summary>
+    /// <summary>At the end (and on cancellation), put back the trainable weights of the best evaluation. Default
+    /// true.</summary>
     public bool RestoreBestWeights { get; set; } = true;
 
-    /// <summary>Write a checkpoint every this many optimizer steps (requires <see cref="CheckpointDirectory"/>).</summary>
+    /// <summary>Write a checkpoint every this many optimizer steps (requires
+    /// <see cref="CheckpointDirectory"/>).</summary>
     public int? CheckpointEverySteps { get; set; }
 
     /// <summary>A folder for training checkpoints (<c>checkpoint-&lt;step&gt;</c> sub-folders: trainable weights,
@@ -110,7 +116,8 @@ public record TrainingOptions
     /// is rejected, since nothing would be written.</summary>
     public string? CheckpointDirectory { get; set; }
 
-    /// <summary>Keep only the newest this many checkpoints in <see cref="CheckpointDirectory"/>; null keeps all.</summary>
+    /// <summary>Keep only the newest this many checkpoints in <see cref="CheckpointDirectory"/>; null keeps
+    /// all.</summary>
     public int? CheckpointsToKeep { get; set; }
 
     /// <summary>Resume training from a checkpoint folder (a <c>checkpoint-&lt;step&gt;</c> folder, or one holding

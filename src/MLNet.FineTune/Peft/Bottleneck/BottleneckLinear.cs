@@ -12,7 +12,7 @@ namespace MLNet.FineTune.Peft;
 /// on the feed-forward output only, Pfeiffer's. Parameters: <c>adapter_down.weight/bias</c>,
 /// <c>adapter_up.weight/bias</c> (this library's format, see docs/methods.md).
 /// </summary>
-public sealed class BottleneckLinear : AdaptedLinear
+internal sealed class BottleneckLinear : AdaptedLinear
 {
 #pragma warning disable IDE1006
     private readonly Linear adapter_down;   // weight (bottleneck, out)

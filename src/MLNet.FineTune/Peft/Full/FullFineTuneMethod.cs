@@ -2,7 +2,8 @@ using System.Text.Json.Nodes;
 
 namespace MLNet.FineTune.Peft;
 
-/// <summary>Full fine-tuning: no adapter; every weight trains, and model.zip records peft_type "FULL" (this library's).</summary>
+/// <summary>Full fine-tuning: no adapter; every weight trains, and model.zip records peft_type "FULL" (this
+/// library's).</summary>
 internal sealed class FullFineTuneMethod : PeftMethod<FullFineTuneOptions>
 {
     public override string PeftType => "FULL";

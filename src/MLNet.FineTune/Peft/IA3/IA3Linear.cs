@@ -9,7 +9,7 @@ namespace MLNet.FineTune.Peft;
 /// (keys, values: shape (out, 1)), or, for feed-forward modules, its input (shape (1, in)), as PEFT defines them.
 /// Initialised to ones, so the adapted model starts equal to the base.
 /// </summary>
-public sealed class IA3Linear : AdaptedLinear
+internal sealed class IA3Linear : AdaptedLinear
 {
 #pragma warning disable IDE1006
     private Parameter ia3_l;            // (out, 1), or (1, in) for a feed-forward module

@@ -8,7 +8,8 @@ public sealed record IA3Options : MethodOptions
     /// A module is feed-forward when its name ends with an entry (plain suffix, as PEFT checks).</summary>
     public IReadOnlyList<string>? FeedforwardModules { get; init; }
 
-    /// <summary>A regular expression (full match) for feed-forward modules, instead of <see cref="FeedforwardModules"/>.</summary>
+    /// <summary>A regular expression (full match) for feed-forward modules, instead of
+    /// <see cref="FeedforwardModules"/>.</summary>
     public string? FeedforwardModulesPattern { get; init; }
 
     /// <summary>init_ia3_weights: start the vectors at ones. Default true.</summary>

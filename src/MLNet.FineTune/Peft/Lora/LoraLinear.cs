@@ -11,7 +11,7 @@ namespace MLNet.FineTune.Peft;
 /// alpha / sqrt(r) for rsLoRA (Kalajdzievski 2023). With <see cref="UseDora"/> the layer is DoRA (Liu et al. 2024), a
 /// variant (<see cref="ILoraVariant"/>, Peft/Lora/Dora) that adds <c>lora_magnitude_vector</c> (out).
 /// </summary>
-public sealed class LoraLinear : AdaptedLinear
+internal sealed class LoraLinear : AdaptedLinear
 {
 #pragma warning disable IDE1006
     private readonly Linear lora_A;            // weight (r, in)

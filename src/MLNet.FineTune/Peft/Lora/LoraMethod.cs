@@ -6,7 +6,8 @@ using static TorchSharp.torch;
 
 namespace MLNet.FineTune.Peft;
 
-/// <summary>LoRA and its variants (rsLoRA, DoRA, PiSSA and Gaussian initialisation, LoRA+): PEFT's <c>LORA</c>.</summary>
+/// <summary>LoRA and its variants (rsLoRA, DoRA, PiSSA and Gaussian initialisation, LoRA+): PEFT's
+/// <c>LORA</c>.</summary>
 internal sealed class LoraMethod : PeftMethod<LoraOptions>
 {
     // PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, plus DistilBERT (not in PEFT's table: the same two

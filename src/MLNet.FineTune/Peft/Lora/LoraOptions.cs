@@ -3,14 +3,16 @@ namespace MLNet.FineTune.Peft
     /// <summary>How LoRA's A and B start (PEFT's <c>init_lora_weights</c>).</summary>
     public enum LoraInit
     {
-        /// <summary>A ~ kaiming_uniform(a = sqrt(5)), B = 0 (<c>true</c>): the model starts equal to the base.</summary>
+        /// <summary>A ~ kaiming_uniform(a = sqrt(5)), B = 0 (<c>true</c>): the model starts equal to the
+        /// base.</summary>
         Default,
         /// <summary>A ~ N(0, 1/r), B = 0 (<c>"gaussian"</c>).</summary>
         Gaussian,
         /// <summary>A and B from the r principal singular vectors of W, the base weight replaced by the residual
         /// (<c>"pissa"</c>, Meng et al. 2024).</summary>
         PiSSA,
-        /// <summary>Both keep nn.Linear's random initialisation (<c>false</c>): B is non-zero (for tests only).</summary>
+        /// <summary>Both keep nn.Linear's random initialisation (<c>false</c>): B is non-zero (for tests
+        /// only).</summary>
         Random,
     }
 
@@ -47,7 +49,8 @@ namespace MLNet.FineTune
         /// <summary>use_rslora (Kalajdzievski, 2023): scaling = alpha / sqrt(r), stable at high ranks.</summary>
         public bool UseRsLora { get; init; }
 
-        /// <summary>use_dora (Liu et al., 2024): LoRA on the direction of W plus a trained magnitude per output.</summary>
+        /// <summary>use_dora (Liu et al., 2024): LoRA on the direction of W plus a trained magnitude per
+        /// output.</summary>
         public bool UseDora { get; init; }
 
         /// <summary>init_lora_weights: kaiming-uniform A and zero B (default), Gaussian A, or PiSSA (principal singular
@@ -57,14 +60,16 @@ namespace MLNet.FineTune
         /// <summary>bias: which biases train and are saved with the adapter. Default none.</summary>
         public PeftBias Bias { get; init; } = PeftBias.None;
 
-        /// <summary>rank_pattern: per-module rank overrides; key = name or regex matched against the end of a module name.</summary>
+        /// <summary>rank_pattern: per-module rank overrides; key = name or regex matched against the end of a module
+        /// name.</summary>
         public IReadOnlyDictionary<string, int>? RankPattern { get; init; }
 
         /// <summary>alpha_pattern: per-module alpha overrides, matched like <see cref="RankPattern"/>.</summary>
         public IReadOnlyDictionary<string, double>? AlphaPattern { get; init; }
 
         /// <summary>LoRA+ (Hayou et al., 2024): the B matrices learn this many times faster than A; 1 disables. Papers
-        /// suggest 16. A training setting (PEFT's <c>create_loraplus_optimizer</c>), not saved in the adapter file.</summary>
+        /// suggest 16. A training setting (PEFT's <c>create_loraplus_optimizer</c>), not saved in the adapter
+        /// file.</summary>
         public double LoraPlusLearningRateRatio { get; init; } = 1;
     }
 

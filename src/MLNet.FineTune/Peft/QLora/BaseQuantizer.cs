@@ -9,7 +9,7 @@ namespace MLNet.FineTune.Peft;
 /// (<c>lm_head</c>), the task heads (<see cref="IPretrainedModel.HeadModuleNames"/>) and the modules named in
 /// <c>skipModules</c> (<c>llm_int8_skip_modules</c>). Embeddings, norms and the skipped layers keep their dtype.
 /// </summary>
-public static class BaseQuantizer
+internal static class BaseQuantizer
 {
     /// <summary>Replaces the model's linear layers one at a time (each float weight is released as soon as its packed
     /// copy exists, so memory never holds two copies of more than one layer) and returns the paths quantized.</summary>

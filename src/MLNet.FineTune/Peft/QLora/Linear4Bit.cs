@@ -10,7 +10,7 @@ namespace MLNet.FineTune.Peft;
 /// <c>weight.absmax</c>, <c>weight.quant_map</c>, ... (see <see cref="Quantized4BitState"/>) and <c>bias</c> (kept in
 /// the model's dtype). A valid base for LoRA and DoRA: injection wraps it like an nn.Linear.
 /// </summary>
-public sealed class Linear4Bit : nn.Module<Tensor, Tensor>
+internal sealed class Linear4Bit : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006
     private Parameter weight;      // uint8 (ceil(out*in/2), 1), frozen
@@ -52,7 +52,7 @@ public sealed class Linear4Bit : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>Finds and creates 4-bit weights in a model.</summary>
-public static class QuantizedWeights
+internal static class QuantizedWeights
 {
     /// <summary>The 4-bit state registered as child <c>weight</c> of <paramref name="layer"/>, or null when its weight is
     /// not quantized.</summary>

@@ -21,7 +21,7 @@ namespace MLNet.FineTune.Peft;
 /// </list>
 /// The float32 tensors keep their dtype when the model is converted with <c>to(dtype)</c>; device moves apply.
 /// </summary>
-public sealed class Quantized4BitState : nn.Module
+internal sealed class Quantized4BitState : nn.Module
 {
     // Field names are the state-dict names under the owner's "weight." prefix.
 #pragma warning disable IDE1006
