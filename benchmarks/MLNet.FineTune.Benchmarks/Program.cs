@@ -14,6 +14,7 @@ IBenchmark[] benchmarks =
     new CausalTrainBenchmark(),
     new LatencyBenchmark(),
     new GpuBenchmark(),
+    new QLoraBenchmark(),
 ];
 
 if (args.Length == 0 || args[0] is "-h" or "--help" or "help")

@@ -76,9 +76,10 @@ public sealed record CommandLine
     {
         "lora" => FineTuneMethod.Lora,
         "dora" => FineTuneMethod.Dora,
+        "qlora" => FineTuneMethod.QLora,
         "adapters" or "adapter" => FineTuneMethod.Adapters,
         "ia3" => FineTuneMethod.IA3,
         "full" => FineTuneMethod.Full,
-        _ => throw new ArgumentException($"--method must be lora, dora, adapters, ia3 or full; got '{s}'."),
+        _ => throw new ArgumentException($"--method must be lora, dora, qlora, adapters, ia3 or full; got '{s}'."),
     };
 }

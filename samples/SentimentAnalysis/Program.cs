@@ -16,7 +16,7 @@ using static SentimentAnalysis.SentimentModel;
 //
 //   dotnet run --project samples/SentimentAnalysis -c Release -- --train <tsv> [--validation <tsv>] [--test <tsv>]
 //       [--split N] [--max-train N] [--epochs N] [--batch-size N] [--max-length N] [--learning-rate X]
-//       [--method lora|dora|adapters|ia3|full] [--seed N] [--json <path>]
+//       [--method lora|dora|qlora|adapters|ia3|full] [--seed N] [--json <path>]
 //       Your data: see Usage below.
 if (args.Length > 0 && args[0] is "-h" or "--help")
 {
@@ -161,6 +161,8 @@ static int DataRun(CommandLine cl)
     double examplesPerSecond = examplesSeen / trainSeconds;
     var parameters = model.TrainableParameters;
     Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Trained in {trainSeconds:F1} s ({examplesPerSecond:F1} examples/s); {parameters}"));
+    var memory = model.WeightMemory;
+    Console.WriteLine($"Weights by storage (base total {memory.BaseBytes / 1048576.0:F1} MiB):{Environment.NewLine}{memory}");
 
     var metrics = Evaluate(mlContext, model, test);
     PrintMetrics($"Test: {testName} ({testRows.Count} rows); load average {LoadAverage()}", metrics);
@@ -177,6 +179,7 @@ static int DataRun(CommandLine cl)
             ["examples_per_second"] = Math.Round(examplesPerSecond, 2),
             ["trainable_parameters"] = parameters.Trainable,
             ["total_parameters"] = parameters.Total,
+            ["base_weight_bytes"] = memory.BaseBytes,
         }, new JsonSerializerOptions { WriteIndented = true }); // System.Text.Json writes numbers culture-invariantly
         var full = Path.GetFullPath(jsonPath);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
@@ -199,15 +202,15 @@ partial class Program
         usage: SentimentAnalysis                      (the bundled review set, end to end)
                SentimentAnalysis --train <tsv> [--validation <tsv>] [--test <tsv> | --split N]
                                  [--max-train N] [--epochs N] [--batch-size N] [--max-length N]
-                                 [--learning-rate X] [--method lora|dora|adapters|ia3|full] [--seed N] [--json <path>]
+                                 [--learning-rate X] [--method lora|dora|qlora|adapters|ia3|full] [--seed N] [--json <path>]
           A TSV is 'sentence<TAB>label' (label 0/1 or false/true), with a header line (SST-2) or without (UCI Yelp).
           --test         scored at the end; when absent, --validation is the test set (and is not used in training)
           --split N      one labelled file: after a seeded shuffle the first N rows of --train train, the rest test
           --validation   with --test: scored after each epoch, the best epoch's weights kept
           --max-train N  train on N rows of a seeded shuffle of --train
           --epochs N     default 3; --batch-size default 32; --max-length default 128 tokens
-          --method       default lora; the learning rate defaults per method (lora/dora 1e-3, adapters 3e-3, ia3 1e-2, full 1e-4)
+          --method       default lora; the learning rate defaults per method (lora/dora/qlora 1e-3, adapters 3e-3, ia3 1e-2, full 1e-4)
           --json         writes accuracy, f1, auc, train_examples, train_seconds, examples_per_second,
-                         trainable_parameters, total_parameters of the test set
+                         trainable_parameters, total_parameters, base_weight_bytes of the test set
         """;
 }

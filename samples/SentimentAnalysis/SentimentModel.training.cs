@@ -5,7 +5,7 @@ using MLNet.FineTune.Training;
 namespace SentimentAnalysis;
 
 /// <summary>The parameter-efficient method to fine-tune with.</summary>
-public enum FineTuneMethod { Lora, Dora, Adapters, IA3, Full }
+public enum FineTuneMethod { Lora, Dora, QLora, Adapters, IA3, Full }
 
 /// <summary>What a training run may change; everything else comes from the method's defaults below.</summary>
 public sealed record TrainingSettings
@@ -36,7 +36,7 @@ public static partial class SentimentModel
     /// </summary>
     public static double DefaultLearningRate(FineTuneMethod method) => method switch
     {
-        FineTuneMethod.Lora or FineTuneMethod.Dora => 1e-3,
+        FineTuneMethod.Lora or FineTuneMethod.Dora or FineTuneMethod.QLora => 1e-3,
         FineTuneMethod.Adapters => 3e-3,
         FineTuneMethod.IA3 => 1e-2,
         FineTuneMethod.Full => 1e-4,
@@ -74,6 +74,8 @@ public static partial class SentimentModel
         {
             FineTuneMethod.Lora => catalog.Lora(options, new LoraOptions { Rank = 16, Alpha = 32, Dropout = 0.05, TargetModules = AllEncoderLinears, ModulesToSave = Pooler }),
             FineTuneMethod.Dora => catalog.Dora(options, new DoraOptions { Rank = 16, Alpha = 32, Dropout = 0.05, TargetModules = AllEncoderLinears, ModulesToSave = Pooler }),
+            // QLoRA: the same LoRA over the encoder's linear layers held in NF4 (the pooler, trained in full, stays bf16).
+            FineTuneMethod.QLora => catalog.QLora(options, new QLoraOptions { Rank = 16, Alpha = 32, Dropout = 0.05, TargetModules = AllEncoderLinears, ModulesToSave = Pooler }),
             FineTuneMethod.Adapters => catalog.Adapters(options, new AdapterOptions { ReductionFactor = 16, ModulesToSave = Pooler }),
             FineTuneMethod.IA3 => catalog.IA3(options, new IA3Options { ModulesToSave = Pooler }),
             FineTuneMethod.Full => catalog.FullFineTune(options),

@@ -29,7 +29,7 @@ public sealed class FineTuneCatalog
     // ---- Text classification ---------------------------------------------------------------------------------
 
     /// <summary>Text classification with the method <paramref name="method"/> describes: any method's options
-    /// (<see cref="LoraOptions"/>, <see cref="DoraOptions"/>, <see cref="AdapterOptions"/>, <see cref="IA3Options"/>,
+    /// (<see cref="LoraOptions"/>, <see cref="DoraOptions"/>, <see cref="QLoraOptions"/>, <see cref="AdapterOptions"/>, <see cref="IA3Options"/>,
     /// <see cref="FullFineTuneOptions"/>), e.g. one read from a file with <see cref="Peft.PeftConfigJson.Read"/>.</summary>
     /// <param name="options">The task: columns, base model, training loop.</param>
     /// <param name="method">The method and its settings.</param>
@@ -72,6 +72,14 @@ public sealed class FineTuneCatalog
         IDataView? validationSet = null) =>
         Dora(Plain(labelColumnName, textColumnName, baseModel, epochs, batchSize, learningRate, maxSequenceLength, validationSet),
             new DoraOptions { Rank = rank, Alpha = alpha });
+
+    /// <summary>Text classification with QLoRA (Dettmers et al., 2023): LoRA over a base whose linear layers are held in
+    /// 4 bits (NF4 with double quantization by default), about a quarter of their 16-bit memory; the adapter is an
+    /// ordinary LoRA adapter.</summary>
+    /// <param name="options">The task: columns, base model, training loop.</param>
+    /// <param name="qlora">QLoRA's settings (LoRA's plus <see cref="QLoraOptions.Quantization"/>); null uses the defaults.</param>
+    public TextClassificationEstimator QLora(TextClassificationOptions options, QLoraOptions? qlora = null) =>
+        new(Environment, options, qlora ?? new QLoraOptions());
 
     /// <summary>Text classification with bottleneck adapters (Houlsby et al., 2019; Pfeiffer et al., 2020).</summary>
     public TextClassificationEstimator Adapters(TextClassificationOptions options, AdapterOptions? adapters = null) =>
@@ -134,6 +142,10 @@ public sealed class FineTuneCatalog
     /// <param name="lora">LoRA's settings; null uses the defaults (r 8, alpha 16, dropout 0.1, the family's targets).</param>
     public QuestionAnsweringEstimator Lora(QuestionAnsweringOptions options, LoraOptions? lora = null) =>
         new(Environment, options, lora ?? new LoraOptions());
+
+    /// <summary>Extractive question answering with QLoRA: LoRA over a 4-bit (NF4) base.</summary>
+    public QuestionAnsweringEstimator QLora(QuestionAnsweringOptions options, QLoraOptions? qlora = null) =>
+        new(Environment, options, qlora ?? new QLoraOptions());
 
     /// <summary>Extractive question answering with DoRA (Liu et al., 2024).</summary>
     public QuestionAnsweringEstimator Dora(QuestionAnsweringOptions options, DoraOptions? dora = null) =>

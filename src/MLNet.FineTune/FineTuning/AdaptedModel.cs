@@ -102,6 +102,7 @@ internal sealed class AdaptedModel
             model.Dispose();
             throw missingWeights;
         }
+        PeftMethods.For(method).PrepareBase(model, method, log);
         var peft = initialAdapter is null ? PeftModel.Inject(model, method) : PeftModel.LoadAdapter(model, initialAdapter, trainable: true);
         model.to(device);
         log($"{peft.Config.PeftType}{(initialAdapter is null ? "" : " from " + initialAdapter)}: {peft.CountParameters()}");

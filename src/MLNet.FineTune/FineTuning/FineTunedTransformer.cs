@@ -49,6 +49,10 @@ public abstract class FineTunedTransformer : ITransformer, ICanSaveModel
     /// print_trainable_parameters line).</summary>
     public TrainableParameterCount TrainableParameters => Adapted.Peft.CountParameters();
 
+    /// <summary>Bytes of the model's weights by storage kind, measured from its tensors: the frozen base (bfloat16,
+    /// float32, 4-bit codes and their quantization state with QLoRA) and the adapter. Print it for a table.</summary>
+    public WeightMemory WeightMemory => WeightMemory.Measure(Adapted.Model);
+
     /// <inheritdoc/>
     public bool IsRowToRowMapper => true;
 

@@ -11,6 +11,11 @@ namespace MLNet.FineTune.Peft;
 /// the adapter's parameters sit beside them (<c>lora_A.weight</c>, <c>ia3_l</c>, ...).
 /// </summary>
 /// <remarks>
+/// A 4-bit base (<see cref="Linear4Bit"/>, QLoRA) is wrapped the same way: <c>weight</c> is then its packed codes and
+/// its quantization state comes along as the child <c>weight</c> (<c>weight.absmax</c>, ...); forward, merge and
+/// PiSSA dequantize it (one layer at a time) and merging re-quantizes it.
+/// </remarks>
+/// <remarks>
 /// Mixed precision: the frozen base may be held in bfloat16 while the adapter's parameters stay float32. Forward runs
 /// every matmul in one compute dtype, <see cref="ComputeDType"/>, or the input's dtype when that is null: the input,
 /// the base weight and the adapter weights are cast to it inside forward (the cast is differentiable, so gradients
@@ -35,9 +40,17 @@ public abstract class AdaptedLinear : nn.Module<Tensor, Tensor>
         InFeatures = baseLayer.InFeatures;
         OutFeatures = baseLayer.OutFeatures;
         BaseTypeName = baseLayer.TypeName;
+        if (baseLayer.QuantState is { } state)
+        {
+            // Register the packed codes before the state module of the same name: RegisterComponents then skips the
+            // field (its name is taken) instead of failing.
+            register_parameter(nameof(weight), weight);
+            register_module(nameof(weight), state);
+        }
     }
 
-    /// <summary>The base weight (shared with the model's state dict under <c>weight</c>).</summary>
+    /// <summary>The base weight (shared with the model's state dict under <c>weight</c>); for a 4-bit base the packed
+    /// codes (uint8).</summary>
     public Parameter Weight => weight;
 
     /// <summary>The base bias, or null.</summary>
@@ -57,6 +70,9 @@ public abstract class AdaptedLinear : nn.Module<Tensor, Tensor>
 
     /// <summary>The dtype every matmul of forward runs in; null: the input's dtype.</summary>
     public ScalarType? ComputeDType { get; set; }
+
+    /// <summary>The 4-bit quantization state of the base weight, or null for a float base.</summary>
+    internal Quantized4BitState? QuantState => QuantizedWeights.StateOf(this);
 
     /// <summary>When false, forward is the base layer alone (PEFT's <c>disable_adapter</c>); merged weights are
     /// unmerged first.</summary>
@@ -109,12 +125,24 @@ public abstract class AdaptedLinear : nn.Module<Tensor, Tensor>
     protected abstract Tensor AdaptedForward(Tensor x);
 
     /// <summary>The base layer: x W^T + b, in x's dtype. // (..., in) -> (..., out)</summary>
-    protected Tensor BaseForward(Tensor x) =>
-        nn.functional.linear(x, WeightOutIn(x.dtype), bias is null ? null : CastTo(bias, x.dtype));
+    protected Tensor BaseForward(Tensor x)
+    {
+        if (QuantState is not { } state)
+            return nn.functional.linear(x, WeightOutIn(x.dtype), bias is null ? null : CastTo(bias, x.dtype));
+        var y = QuantizedMatmul.Apply(x, weight, state);
+        return bias is null ? y : y + CastTo(bias, x.dtype);
+    }
 
-    /// <summary>The base weight as (out, in) in <paramref name="dtype"/> (a view for Conv1D's [in, out] storage).</summary>
+    /// <summary>x W^T without the bias, in x's dtype (a 4-bit base through <see cref="QuantizedMatmul"/>, so autograd
+    /// does not keep its dequantized weight for backward). // (..., in) -> (..., out)</summary>
+    protected Tensor BaseMatmul(Tensor x) =>
+        QuantState is { } state ? QuantizedMatmul.Apply(x, weight, state) : nn.functional.linear(x, WeightOutIn(x.dtype));
+
+    /// <summary>The base weight as (out, in) in <paramref name="dtype"/> (a view for Conv1D's [in, out] storage;
+    /// dequantized for a 4-bit base).</summary>
     protected Tensor WeightOutIn(ScalarType dtype)
     {
+        if (QuantState is { } state) return state.Dequantize(weight, dtype);
         var w = CastTo(weight, dtype);
         return FanInFanOut ? w.t() : w;
     }
@@ -125,8 +153,13 @@ public abstract class AdaptedLinear : nn.Module<Tensor, Tensor>
     /// <summary>Casts when the dtype differs (the cast is part of the autograd graph).</summary>
     protected static Tensor CastTo(Tensor t, ScalarType dtype) => t.dtype == dtype ? t : t.to_type(dtype);
 
-    /// <summary>Overwrites the base weight in place with <paramref name="value"/> (converted to its dtype).</summary>
-    protected void SetWeight(Tensor value) => weight.copy_(value);
+    /// <summary>Overwrites the base weight in place with <paramref name="value"/> (in storage layout; converted to its
+    /// dtype, or re-quantized for a 4-bit base, which loses what 4 bits cannot hold, as PEFT's 4-bit merge does).</summary>
+    protected void SetWeight(Tensor value)
+    {
+        if (QuantState is { } state) state.Requantize(weight, value);
+        else weight.copy_(value);
+    }
 }
 
 /// <summary>
@@ -135,20 +168,26 @@ public abstract class AdaptedLinear : nn.Module<Tensor, Tensor>
 /// </summary>
 public sealed class BaseLinear
 {
-    private BaseLinear(nn.Module module, Parameter weight, Parameter? bias, bool fanInFanOut)
+    private BaseLinear(nn.Module module, Parameter weight, Parameter? bias, bool fanInFanOut, Quantized4BitState? quantState = null)
     {
         Module = module;
         Weight = weight;
         Bias = bias;
         FanInFanOut = fanInFanOut;
-        InFeatures = fanInFanOut ? weight.shape[0] : weight.shape[1];
-        OutFeatures = fanInFanOut ? weight.shape[1] : weight.shape[0];
+        QuantState = quantState;
+        var shape = quantState?.Shape ?? (fanInFanOut ? [weight.shape[1], weight.shape[0]] : weight.shape);   // (out, in)
+        InFeatures = shape[1];
+        OutFeatures = shape[0];
     }
 
     /// <summary>The module itself.</summary>
     public nn.Module Module { get; }
-    /// <summary>Its weight parameter.</summary>
+    /// <summary>Its weight parameter (for a 4-bit layer, the packed codes).</summary>
     public Parameter Weight { get; }
+    /// <summary>The 4-bit state of a <see cref="Linear4Bit"/>, else null.</summary>
+    internal Quantized4BitState? QuantState { get; }
+    /// <summary>The dtype of the weight's values: the parameter's, or for a 4-bit layer the dtype it was quantized from.</summary>
+    public ScalarType WeightDType => QuantState?.DType ?? Weight.dtype;
     /// <summary>Its bias parameter, or null.</summary>
     public Parameter? Bias { get; }
     /// <summary>True for Conv1D's [in, out] storage.</summary>
@@ -160,11 +199,12 @@ public sealed class BaseLinear
     /// <summary>The module's class name.</summary>
     public string TypeName => Module.GetType().Name;
 
-    /// <summary>Recognises nn.Linear and Conv1D (a class named "Conv1D" holding exactly a 2-D <c>weight</c> [in, out]
-    /// and an optional <c>bias</c> [out]); returns null for anything else.</summary>
+    /// <summary>Recognises nn.Linear, Conv1D (a class named "Conv1D" holding exactly a 2-D <c>weight</c> [in, out]
+    /// and an optional <c>bias</c> [out]) and <see cref="Linear4Bit"/>; returns null for anything else.</summary>
     public static BaseLinear? TryCreate(nn.Module module)
     {
         if (module is AdaptedLinear) return null;
+        if (module is Linear4Bit quantized) return new BaseLinear(module, quantized.Weight, quantized.Bias, fanInFanOut: false, quantized.State);
         bool isLinear = module is Linear;
         bool isConv1D = module.GetType().Name == "Conv1D";
         if (!isLinear && !isConv1D) return null;

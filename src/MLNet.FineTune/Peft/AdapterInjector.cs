@@ -79,7 +79,7 @@ internal static class AdapterInjector
         var layers = new Dictionary<string, AdaptedLinear>(StringComparer.Ordinal);
         foreach (var (path, baseLinear) in matched)
         {
-            var adapterDType = options.AdapterDType ?? (IsHalf(baseLinear.Weight.dtype) ? ScalarType.Float32 : baseLinear.Weight.dtype);
+            var adapterDType = options.AdapterDType ?? (IsHalf(baseLinear.WeightDType) ? ScalarType.Float32 : baseLinear.WeightDType);
             layers[path] = method.CreateLayer(resolved, path, baseLinear, adapterDType);
         }
         bool fanInFanOut = matched.Any(m => m.Base.FanInFanOut);

@@ -45,6 +45,7 @@ public static class PeftConfigJson
             ["task_type"] = config.TaskType,
         };
         method.WriteJson(config, o);
+        if (fullFineTune) method.WriteModelJson(config, o);
         var sorted = new JsonObject(o.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => KeyValuePair.Create(p.Key, p.Value?.DeepClone())));
         return sorted.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
@@ -79,6 +80,7 @@ public static class PeftConfigJson
         if (!method.InjectsAdapters && !fullFineTune)
             throw new NotSupportedException($"{source}: peft_type '{peftType}' is a fully fine-tuned model, which has no adapter file; such a model is saved whole, in model.zip.");
         var config = method.ReadJson(r);
+        if (fullFineTune) config = method.ReadModelJson(r, config);
         var (targets, targetPattern) = r.NamesOrPattern("target_modules");
         var (exclude, excludePattern) = r.NamesOrPattern("exclude_modules");
         return config with

@@ -71,6 +71,17 @@ internal abstract class PeftMethod
     /// user's, which carry library-only settings such as LoRA+'s ratio).</summary>
     public virtual IReadOnlyList<ParameterGroup> ParameterGroups(PeftModel model, MethodOptions options) => model.ParameterGroups();
 
+    /// <summary>Changes the loaded base before injection (QLoRA quantizes its linear layers); called when a model is
+    /// created for training and when model.zip is read, before the adapter is injected.</summary>
+    public virtual void PrepareBase(nn.Module model, MethodOptions options, Action<string>? log) { }
+
+    /// <summary>Keys a model saved whole (model.zip) records beside the adapter config, for settings that are not
+    /// PEFT's (QLoRA's <c>quantization_config</c>); not written to adapter files.</summary>
+    public virtual void WriteModelJson(MethodOptions options, JsonObject json) { }
+
+    /// <summary>Reads what <see cref="WriteModelJson"/> wrote into the options <see cref="ReadJson"/> returned.</summary>
+    public virtual MethodOptions ReadModelJson(PeftConfigJson.Reader json, MethodOptions options) => options;
+
     /// <summary>Writes the method's own keys of <c>adapter_config.json</c> (the common ones are written
     /// already).</summary>
     public abstract void WriteJson(MethodOptions options, JsonObject json);

@@ -127,7 +127,8 @@ public sealed class PeftModel
         long trainable = 0, total = 0;
         foreach (var (_, p) in Model.named_parameters())
         {
-            total += p.numel();
+            // A 4-bit weight's packed codes hold two values per byte (PEFT counts bitsandbytes' Params4bit the same way).
+            total += p.dtype == ScalarType.Byte ? 2 * p.numel() : p.numel();
             if (p.requires_grad) trainable += p.numel();
         }
         return new TrainableParameterCount(trainable, total);

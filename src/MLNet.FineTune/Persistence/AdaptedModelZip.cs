@@ -80,6 +80,8 @@ internal static class AdaptedModelZip
         {
             model.to(baseDType);
         }
+        // A self-contained QLoRA zip holds the packed 4-bit weights: quantizing the fresh model first gives them their shapes.
+        PeftMethods.For(method).PrepareBase(model, method, log: null);
         var peft = PeftModel.Inject(model, method);
         var statePayload = stored.Storage == BaseModelStorage.ByReference ? TrainedStatePayload : FullStatePayload;
         var state = LoadStateFromPayload(payloads, statePayload);

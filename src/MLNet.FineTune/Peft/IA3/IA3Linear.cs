@@ -58,7 +58,7 @@ internal sealed class IA3Linear : AdaptedLinear
     /// <inheritdoc/>
     protected override void MergeCore()
     {
-        SetWeight(weight.to_type(ScalarType.Float32) * WeightScale(ScalarType.Float32));
+        SetWeight(ToStorageLayout(WeightOutIn(ScalarType.Float32)) * WeightScale(ScalarType.Float32));
         if (!IsFeedforward && bias is not null)
             bias.copy_(bias.to_type(ScalarType.Float32) * ia3_l.to_type(ScalarType.Float32).reshape(bias.shape));
     }
@@ -67,7 +67,7 @@ internal sealed class IA3Linear : AdaptedLinear
     /// <remarks>Division undoes the merge only approximately (PEFT adds 1e-8 to avoid dividing by zero, as here).</remarks>
     protected override void UnmergeCore()
     {
-        SetWeight(weight.to_type(ScalarType.Float32) / (WeightScale(ScalarType.Float32) + 1e-8));
+        SetWeight(ToStorageLayout(WeightOutIn(ScalarType.Float32)) / (WeightScale(ScalarType.Float32) + 1e-8));
         if (!IsFeedforward && bias is not null)
             bias.copy_(bias.to_type(ScalarType.Float32) / (ia3_l.to_type(ScalarType.Float32).reshape(bias.shape) + 1e-8));
     }

@@ -144,6 +144,9 @@ internal sealed class LoraLinear : AdaptedLinear
     /// <summary>The base weight as (out, in) in <paramref name="dtype"/> (for the variant).</summary>
     internal Tensor BaseWeightOutIn(ScalarType dtype) => WeightOutIn(dtype);
 
+    /// <summary>x W^T of the base without bias (for the variant).</summary>
+    internal Tensor BaseMatmulFor(Tensor x) => BaseMatmul(x);
+
     /// <summary>Dropout on the LoRA path's input (for the variant).</summary>
     internal Tensor DropoutForward(Tensor x) => lora_dropout.forward(x);
 

@@ -34,9 +34,11 @@ internal sealed class LoraMethod : PeftMethod<LoraOptions>
 
     public override string PeftType => "LORA";
 
-    public override string DisplayName(MethodOptions options) => Typed(options).UseDora ? "DoRA" : "LoRA";
+    public override string DisplayName(MethodOptions options) =>
+        (options is QLoraOptions ? "Q" : "") + (Typed(options).UseDora ? "DoRA" : "LoRA");
 
-    public override string CatalogMethodName(MethodOptions options) => Typed(options).UseDora ? "Dora" : "Lora";
+    public override string CatalogMethodName(MethodOptions options) =>
+        options is QLoraOptions ? "QLora" : Typed(options).UseDora ? "Dora" : "Lora";
 
     public override double DefaultLearningRate => 1e-3;
 
@@ -59,6 +61,63 @@ internal sealed class LoraMethod : PeftMethod<LoraOptions>
                 $"{type}.LoraPlusLearningRateRatio must be at least 1 (1 disables LoRA+).");
         if (o.RankPattern?.FirstOrDefault(p => p.Value < 1) is { Key: not null } badRank)
             throw new ArgumentOutOfRangeException(nameof(LoraOptions.RankPattern), badRank.Value, $"{type}.RankPattern['{badRank.Key}'] must be at least 1.");
+        if (o is QLoraOptions q)
+        {
+            if (q.Quantization is null) throw new ArgumentNullException(nameof(QLoraOptions.Quantization), "QLoraOptions.Quantization must be set (new FourBitQuantization() for NF4 with double quantization).");
+            q.Quantization.Validate();
+        }
+    }
+
+    // QLoRA: the base's linear layers (not the head, lm_head or modules to save) become 4-bit before injection.
+    public override void PrepareBase(nn.Module model, MethodOptions options, Action<string>? log)
+    {
+        if (options is not QLoraOptions q) return;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var layers = BaseQuantizer.Quantize(model, q.Quantization, q.ModulesToSave);
+        log?.Invoke($"QLoRA: {layers.Count} linear layers quantized to {q.Quantization.QuantType} (block {q.Quantization.BlockSize}" +
+            $"{(q.Quantization.DoubleQuantization ? ", double quantization" : "")}) in {clock.Elapsed.TotalSeconds:F1} s. Base weights:{Environment.NewLine}{WeightMemory.Measure(model)}");
+    }
+
+    // model.zip records the quantization under transformers' quantization_config keys (BitsAndBytesConfig), so loading
+    // quantizes the base the same way; adapter files stay plain LoRA.
+    public override void WriteModelJson(MethodOptions options, JsonObject json)
+    {
+        if (options is not QLoraOptions q) return;
+        json["quantization_config"] = new JsonObject
+        {
+            ["quant_method"] = "bitsandbytes",
+            ["load_in_4bit"] = true,
+            ["bnb_4bit_quant_type"] = q.Quantization.QuantType.ToString().ToLowerInvariant(),
+            ["bnb_4bit_use_double_quant"] = q.Quantization.DoubleQuantization,
+            ["bnb_4bit_quant_storage"] = "uint8",
+            ["blocksize"] = q.Quantization.BlockSize,
+        };
+    }
+
+    public override MethodOptions ReadModelJson(PeftConfigJson.Reader json, MethodOptions options)
+    {
+        if (json.Json["quantization_config"] is not JsonObject config) return options;
+        var source = $"{json.Source} quantization_config";
+        var reader = new PeftConfigJson.Reader(config, source);
+        if (!reader.Bool("load_in_4bit", false)) throw new NotSupportedException($"{source}: only load_in_4bit quantization is implemented.");
+        var quantization = new FourBitQuantization
+        {
+            QuantType = reader.String("bnb_4bit_quant_type") switch
+            {
+                null or "nf4" => FourBitType.NF4,
+                "fp4" => FourBitType.FP4,
+                var other => throw new InvalidDataException($"{source}: bnb_4bit_quant_type \"{other}\"; expected nf4 or fp4."),
+            },
+            DoubleQuantization = reader.Bool("bnb_4bit_use_double_quant", false),
+            BlockSize = reader.Int("blocksize", 64),
+        };
+        var lora = Typed(options);
+        return new QLoraOptions
+        {
+            Rank = lora.Rank, Alpha = lora.Alpha, Dropout = lora.Dropout, UseRsLora = lora.UseRsLora, UseDora = lora.UseDora,
+            Initialization = lora.Initialization, Bias = lora.Bias, RankPattern = lora.RankPattern, AlphaPattern = lora.AlphaPattern,
+            LoraPlusLearningRateRatio = lora.LoraPlusLearningRateRatio, Quantization = quantization,
+        };
     }
 
     public override MethodOptions? WithDefaultTargets(MethodOptions options, string? modelType) =>

@@ -24,8 +24,13 @@ internal sealed class DoraVariant : ILoraVariant
         // The magnitude over the (detached) row norm of W + scaling * B A rescales each output; the base path without
         // bias is reused when dropout is off, else recomputed on the dropped-out input (as PEFT does).
         var dtype = x.dtype;
-        var w = layer.BaseWeightOutIn(dtype);                                       // (out, in)
-        var weightNorm = RowNorm(w, b.matmul(a).detach() * layer.Scaling).detach(); // (out)
+        Tensor weightNorm;                                                          // (out)
+        using (var scope = NewDisposeScope())
+        {
+            // The (out, in) temporaries go at once, not at the end of the step (a 4-bit base's dequantized weight too).
+            var w = layer.BaseWeightOutIn(dtype);                                   // (out, in)
+            weightNorm = RowNorm(w, b.matmul(a).detach() * layer.Scaling).detach().MoveToOuterDisposeScope();
+        }
         var magNormScale = (Cast(layer.MagnitudeVector!, dtype) / weightNorm).view(1, -1);
         Tensor baseResult, xLora;
         if (layer.Dropout == 0 || !layer.training)
@@ -36,7 +41,7 @@ internal sealed class DoraVariant : ILoraVariant
         else
         {
             xLora = layer.DropoutForward(x);
-            baseResult = nn.functional.linear(xLora, w);
+            baseResult = layer.BaseMatmulFor(xLora);
         }
         var loraResult = nn.functional.linear(nn.functional.linear(xLora, a), b);
         return result + ((magNormScale - 1) * baseResult + magNormScale * loraResult * layer.Scaling);
