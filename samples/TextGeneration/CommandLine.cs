@@ -59,10 +59,11 @@ public sealed record CommandLine
     private static FineTuneMethod ParseMethod(string name) => name.ToLowerInvariant() switch
     {
         "lora" => FineTuneMethod.Lora,
+        "qlora" => FineTuneMethod.QLora,
         "dora" => FineTuneMethod.Dora,
         "adapters" => FineTuneMethod.Adapters,
         "ia3" => FineTuneMethod.IA3,
         "full" => FineTuneMethod.Full,
-        _ => throw new ArgumentException($"--method must be lora, dora, adapters, ia3 or full; got '{name}'."),
+        _ => throw new ArgumentException($"--method must be lora, qlora, dora, adapters, ia3 or full; got '{name}'."),
     };
 }

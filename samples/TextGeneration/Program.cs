@@ -18,7 +18,7 @@ using static TextGeneration.TextModel;
 //       stories (its original domain: what the fine-tune may make it forget). Saves TextModel.zip and the adapter.
 //
 //   dotnet run --project samples/TextGeneration -c Release -- [--model <folder>] [--train <jsonl>]
-//       [--validation <jsonl>] [--epochs N] [--method lora|dora|adapters|ia3|full] [--max-train N] [--json <path>]
+//       [--validation <jsonl>] [--epochs N] [--method lora|qlora|dora|adapters|ia3|full] [--max-train N] [--json <path>]
 if (args.Length > 0 && args[0] is "-h" or "--help")
 {
     Console.WriteLine(Usage);
@@ -190,7 +190,7 @@ partial class Program
     private const string Usage = """
         usage: TextGeneration   (stories260K learns a style from stories this sample writes; before/after numbers)
                TextGeneration [--model <folder>] [--train <jsonl>] [--validation <jsonl>] [--epochs N]
-                              [--method lora|dora|adapters|ia3|full] [--max-train N] [--json <path>]
+                              [--method lora|qlora|dora|adapters|ia3|full] [--max-train N] [--json <path>]
           --model       a Hugging Face causal LM folder (config.json, model.safetensors, tokenizer files);
                         default ../shared/models/stories260K
           --train       JSONL, one object per line: {"text": "..."} (loss on every token) or

@@ -8,7 +8,7 @@ using static TextGeneration.TextModel;
 namespace TextGeneration;
 
 /// <summary>The parameter-efficient method to fine-tune with.</summary>
-public enum FineTuneMethod { Lora, Dora, Adapters, IA3, Full }
+public enum FineTuneMethod { Lora, QLora, Dora, Adapters, IA3, Full }
 
 /// <summary>What a training run may change; everything else comes from the defaults below.</summary>
 public sealed record TrainingSettings
@@ -33,7 +33,7 @@ public static partial class TextModel
     /// 5e-3; adapters and IA3 train fewer weights and need more; full fine-tuning needs far less.</summary>
     public static double DefaultLearningRate(FineTuneMethod method) => method switch
     {
-        FineTuneMethod.Lora or FineTuneMethod.Dora => 5e-3,
+        FineTuneMethod.Lora or FineTuneMethod.QLora or FineTuneMethod.Dora => 5e-3,
         FineTuneMethod.Adapters => 1e-2,
         FineTuneMethod.IA3 => 3e-2,
         FineTuneMethod.Full => 5e-4,
@@ -73,6 +73,7 @@ public static partial class TextModel
         return settings.Method switch
         {
             FineTuneMethod.Lora => catalog.Lora(options, new LoraOptions { Rank = 8, Alpha = 16, Dropout = 0.05, TargetModules = targets }),
+            FineTuneMethod.QLora => catalog.QLora(options, new QLoraOptions { Rank = 8, Alpha = 16, Dropout = 0.05, TargetModules = targets }),
             FineTuneMethod.Dora => catalog.Dora(options, new DoraOptions { Rank = 8, Alpha = 16, Dropout = 0.05, TargetModules = targets }),
             FineTuneMethod.Adapters => catalog.Adapters(options, new AdapterOptions { ReductionFactor = 4 }),
             FineTuneMethod.IA3 => catalog.IA3(options, new IA3Options()),

@@ -203,6 +203,13 @@ public sealed class FineTuneCatalog
     public CausalLMEstimator Lora(CausalLMOptions options, LoraOptions? lora = null) =>
         new(Environment, options, lora ?? new LoraOptions());
 
+    /// <summary>Causal language modelling with QLoRA (Dettmers et al., 2023): LoRA over a base whose decoder linear
+    /// layers are held in 4 bits (NF4 with double quantization by default; embeddings, norms and lm_head stay 16-bit).</summary>
+    /// <param name="options">The task: columns, base model (required), sequence length, generation, training loop.</param>
+    /// <param name="qlora">QLoRA's settings (LoRA's plus <see cref="QLoraOptions.Quantization"/>); null uses the defaults.</param>
+    public CausalLMEstimator QLora(CausalLMOptions options, QLoraOptions? qlora = null) =>
+        new(Environment, options, qlora ?? new QLoraOptions());
+
     /// <summary>Causal language modelling with DoRA (Liu et al., 2024).</summary>
     public CausalLMEstimator Dora(CausalLMOptions options, DoraOptions? dora = null) =>
         new(Environment, options, dora ?? new DoraOptions());

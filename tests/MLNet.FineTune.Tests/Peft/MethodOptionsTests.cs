@@ -55,4 +55,17 @@ public sealed class MethodOptionsTests
         Refused(new AdapterOptions { ReductionFactor = 0 }, nameof(AdapterOptions.ReductionFactor));
         Refused(new FullFineTuneOptions { TargetModulesPattern = ".*" }, nameof(MethodOptions.TargetModulesPattern));
     }
+
+    [TestMethod]
+    public void ABottleneckWidthThatRoundsToZeroIsRefusedAtFitNamingTheOption()
+    {
+        // bert-tiny's layers have 32 outputs: a reduction factor of 64 would leave 32 / 64 = 0 bottleneck units.
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(new[] { new { Text = "good", Label = true }, new { Text = "bad", Label = false } });
+        var options = new TextClassificationOptions { BaseModel = TinyModels.BertTiny(), MaxSequenceLength = 16, Epochs = 1 };
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => ml.FineTune().Adapters(options, new AdapterOptions { ReductionFactor = 64 }).Fit(data));
+        Console.WriteLine(e.Message);
+        Assert.AreEqual(nameof(AdapterOptions.ReductionFactor), e.ParamName);
+        StringAssert.Contains(e.Message, "32 outputs");
+    }
 }

@@ -30,7 +30,12 @@ internal sealed class BottleneckLinear : AdaptedLinear
         ScalarType adapterDType = ScalarType.Float32) : base(nameof(BottleneckLinear), baseLayer)
     {
         if (reductionFactor <= 0) throw new ArgumentOutOfRangeException(nameof(reductionFactor), reductionFactor, "The reduction factor must be positive.");
-        long bottleneck = Math.Max(1, OutFeatures / reductionFactor);
+        long bottleneck = OutFeatures / reductionFactor;
+        // A width of 0 would silently become a 1-unit adapter: say which option and layer width disagree.
+        if (bottleneck < 1)
+            throw new ArgumentOutOfRangeException(nameof(AdapterOptions.ReductionFactor), reductionFactor,
+                $"AdapterOptions.ReductionFactor {reductionFactor} leaves no bottleneck unit on a layer with {OutFeatures} outputs " +
+                $"({OutFeatures} / {reductionFactor} rounds to 0): choose a reduction factor of at most {OutFeatures}.");
         ReductionFactor = reductionFactor;
         BottleneckSize = bottleneck;
         NonLinearity = nonLinearity;

@@ -108,6 +108,7 @@ public sealed class CausalLMEndToEndTests
     [DataRow("adapters", "gpt2-tiny")]
     [DataRow("ia3", "gpt2-tiny")]
     [DataRow("full", "gpt2-tiny")]
+    [DataRow("qlora", "llama-tiny")]
     [DataRow("lora", "qwen2-tiny")]
     [DataRow("dora", "qwen2-tiny")]
     [DataRow("adapters", "qwen2-tiny")]
@@ -126,6 +127,7 @@ public sealed class CausalLMEndToEndTests
         CausalLMEstimator estimator = method switch
         {
             "lora" => catalog.Lora(options),
+            "qlora" => catalog.QLora(options),
             "dora" => catalog.Dora(options),
             "adapters" => catalog.Adapters(options),
             "ia3" => catalog.IA3(options),
@@ -140,6 +142,27 @@ public sealed class CausalLMEndToEndTests
         Assert.IsTrue(after.MeanTokenLoss < before.MeanTokenLoss, $"{fixture} {method}: two epochs lower the training loss");
         Assert.AreEqual(method == "full", model.TrainableParameters.Trainable == model.TrainableParameters.Total);
         if (method == "any method's options") Assert.IsTrue(model.Model.Adapted.Peft.Layers.Keys.All(k => k.EndsWith("o_proj", StringComparison.Ordinal)));
+    }
+
+    [TestMethod]
+    public void QLoraOnLlamaTinyConvergesLikeLora()
+    {
+        // Issue 13's recipe check on llama-tiny: the same options with LoRA over the 16-bit base and over the NF4 base.
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(TinyCausalModels.Corpus.Select(t => new TextRow { Text = t }));
+        var options = new CausalLMOptions
+        {
+            BaseModel = TinyCausalModels.Folder("llama-tiny"), TextColumnName = "Text", MaxSequenceLength = 32, Epochs = 25, BatchSize = 4,
+            Seed = 5, LearningRate = 5e-3, Generation = new GenerationOptions { MaxNewTokens = 4 },
+        };
+        var catalog = ml.FineTune();
+        double before = catalog.EvaluateCausalLM(data, catalog.PretrainedCausalLM(options)).Perplexity;
+        double lora = catalog.EvaluateCausalLM(data, catalog.Lora(options, new LoraOptions { Rank = 8, Alpha = 16, Dropout = 0, TargetModules = AllLlamaLinears }).Fit(data)).Perplexity;
+        var qloraModel = catalog.QLora(options, new QLoraOptions { Rank = 8, Alpha = 16, Dropout = 0, TargetModules = AllLlamaLinears }).Fit(data);
+        double qlora = catalog.EvaluateCausalLM(data, qloraModel).Perplexity;
+        Console.WriteLine($"llama-tiny held-in perplexity: before {before:F3}; LoRA {lora:F3} ({1 - lora / before:P1} lower); QLoRA {qlora:F3} ({1 - qlora / before:P1} lower, {qlora / lora - 1:P2} vs LoRA); {qloraModel.WeightMemory}");
+        Assert.IsTrue(qlora <= 0.75 * before, "QLoRA lowers held-in perplexity by at least 25%");
+        Assert.IsTrue(Math.Abs(qlora / lora - 1) <= 0.10, "QLoRA ends within 10% of LoRA's perplexity");
     }
 
     [TestMethod]
