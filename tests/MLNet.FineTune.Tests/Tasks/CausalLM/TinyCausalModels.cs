@@ -3,6 +3,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 
+using MLNet.FineTune.Tests.Tokenization;
+
 namespace MLNet.FineTune.Tests.Tasks.CausalLM;
 
 /// <summary>
@@ -97,45 +99,6 @@ internal static class TinyCausalModels
         // Fill to 510 with unused byte pairs so the ids are dense (the corpus may run out of pairs first).
         for (int b = 0; vocab.Count < 510; b++) vocab.TryAdd($"<unused{b}>", vocab.Count);
 
-        using var stream = new MemoryStream();
-        using (var w = new Utf8JsonWriter(stream))
-        {
-            w.WriteStartObject();
-            w.WriteString("version", "1.0");
-            w.WriteStartArray("added_tokens");
-            foreach (var (id, content) in new[] { (510, "<|endoftext|>"), (511, "<|pad|>") })
-            {
-                w.WriteStartObject();
-                w.WriteNumber("id", id); w.WriteString("content", content);
-                w.WriteBoolean("single_word", false); w.WriteBoolean("lstrip", false); w.WriteBoolean("rstrip", false);
-                w.WriteBoolean("normalized", false); w.WriteBoolean("special", true);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
-            w.WriteNull("normalizer");
-            void ByteLevel(string section, bool addPrefixSpace, bool trimOffsets)
-            {
-                w.WriteStartObject(section);
-                w.WriteString("type", "ByteLevel"); w.WriteBoolean("add_prefix_space", addPrefixSpace);
-                w.WriteBoolean("trim_offsets", trimOffsets); w.WriteBoolean("use_regex", true);
-                w.WriteEndObject();
-            }
-            ByteLevel("pre_tokenizer", false, true);
-            ByteLevel("post_processor", true, false);
-            ByteLevel("decoder", true, true);
-            w.WriteStartObject("model");
-            w.WriteString("type", "BPE"); w.WriteNull("dropout"); w.WriteNull("unk_token");
-            w.WriteString("continuing_subword_prefix", ""); w.WriteString("end_of_word_suffix", "");
-            w.WriteBoolean("fuse_unk", false); w.WriteBoolean("byte_fallback", false);
-            w.WriteStartObject("vocab");
-            foreach (var (token, id) in vocab.OrderBy(kv => kv.Value)) w.WriteNumber(token, id);
-            w.WriteEndObject();
-            w.WriteStartArray("merges");
-            foreach (var (a, b) in merges) w.WriteStringValue(a + " " + b);
-            w.WriteEndArray();
-            w.WriteEndObject();
-            w.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(stream.ToArray());
+        return TokenizerTestData.ByteLevelBpeTokenizerJson(vocab, merges, [(510, "<|endoftext|>", false), (511, "<|pad|>", false)]);
     }
 }
