@@ -56,4 +56,13 @@ internal static class TinyModels
         catch (IOException) { Directory.Delete(staging, recursive: true); } // another test process won the race
         return folder;
     }
+
+    /// <summary>Short sentiment sentences over the tiny vocabulary, alternating positive (true) and negative, seeded.</summary>
+    public static List<(string Text, bool Label)> LabelledSentences(int count, int seed)
+    {
+        var rng = new Random(seed);
+        string[] positive = ["good", "great", "excellent"], negative = ["bad", "awful", "boring"];
+        return Enumerable.Range(0, count)
+            .Select(i => ($"the {Words[2 + rng.Next(5)]} was {(i % 2 == 0 ? positive : negative)[rng.Next(3)]}", i % 2 == 0)).ToList();
+    }
 }

@@ -19,16 +19,8 @@ public sealed class QLoraTextClassificationTests
     [TestInitialize] public void Init() => _dir = Directory.CreateTempSubdirectory("mlft-qlora-").FullName;
     [TestCleanup] public void Cleanup() => Directory.Delete(_dir, recursive: true);
 
-    private static List<Review> Reviews(int count, int seed)
-    {
-        var rng = new Random(seed);
-        string[] positive = ["good", "great", "excellent"], negative = ["bad", "awful", "boring"];
-        return Enumerable.Range(0, count).Select(i => new Review
-        {
-            Text = $"the {TinyModels.Words[2 + rng.Next(5)]} was {(i % 2 == 0 ? positive : negative)[rng.Next(3)]}",
-            Label = i % 2 == 0,
-        }).ToList();
-    }
+    private static List<Review> Reviews(int count, int seed) =>
+        TinyModels.LabelledSentences(count, seed).Select(r => new Review { Text = r.Text, Label = r.Label }).ToList();
 
     private static float[] Scores(MLContext ml, ITransformer model) =>
         model.Transform(ml.Data.LoadFromEnumerable(Reviews(12, 2))).GetColumn<float>("Score").ToArray();

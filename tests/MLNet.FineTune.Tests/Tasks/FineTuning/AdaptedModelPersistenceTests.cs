@@ -26,16 +26,8 @@ public sealed class AdaptedModelPersistenceTests
     [TestInitialize] public void Init() => _dir = Directory.CreateTempSubdirectory("mlft-adapted-zip-").FullName;
     [TestCleanup] public void Cleanup() => Directory.Delete(_dir, recursive: true);
 
-    private static List<Review> Reviews(int count, int seed)
-    {
-        var rng = new Random(seed);
-        string[] positive = ["good", "great", "excellent"], negative = ["bad", "awful", "boring"];
-        return Enumerable.Range(0, count).Select(i => new Review
-        {
-            Text = $"the {TinyModels.Words[2 + rng.Next(5)]} was {(i % 2 == 0 ? positive : negative)[rng.Next(3)]}",
-            Label = i % 2 == 0,
-        }).ToList();
-    }
+    private static List<Review> Reviews(int count, int seed) =>
+        TinyModels.LabelledSentences(count, seed).Select(r => new Review { Text = r.Text, Label = r.Label }).ToList();
 
     private static TextClassificationOptions Options(string baseModel, BaseModelStorage storage) => new()
     {
