@@ -24,15 +24,20 @@ internal static class CallingThreadIntraOp
     internal static bool Enabled { get; set; } = true;
 
     /// <summary>Until disposed, libtorch's CPU operators started on this thread use only this thread.</summary>
-    public static Scope SingleThreaded()
+    public static Scope SingleThreaded() => Limit(1);
+
+    /// <summary>Until disposed, libtorch's CPU operators started on this thread use at most <paramref name="threads"/>
+    /// OpenMP threads (this one included).</summary>
+    public static Scope Limit(int threads)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         var api = Enabled ? Functions.Value : null;
         if (api is null) return default;
         // libtorch sets each thread's counts on its first parallel operator; do that first, or it would undo ours.
         torch.get_num_threads();
         int omp = api.GetMaxThreads();
-        if (omp == 1) return default;
-        api.SetNumThreads(1);
+        if (omp <= threads) return default;
+        api.SetNumThreads(threads);
         return new Scope(api, omp);
     }
 

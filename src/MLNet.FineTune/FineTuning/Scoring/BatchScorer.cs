@@ -25,6 +25,10 @@ internal abstract class BatchScorer<TIn, TOut> : IBatchScorer
     /// <summary>Rows scored per forward pass.</summary>
     public abstract int BatchSize { get; }
 
+    /// <summary>Rows Transform reads ahead and passes to one <see cref="Score"/> call: more than
+    /// <see cref="BatchSize"/> when the scorer groups rows of similar length into its batches (less padding).</summary>
+    public virtual int ReadAheadRows => BatchSize;
+
     /// <summary>Returns a function that reads the current row of <paramref name="row"/>.</summary>
     public abstract Func<TIn> CreateInputReader(DataViewRow row);
 
@@ -59,7 +63,8 @@ internal abstract class BatchScorer<TIn, TOut> : IBatchScorer
         return OutputColumns.Select((_, i) => CreateOutputGetter(i, Current)).ToArray();
     }
 
-    /// <summary>Reads ahead with its own cursor, scores a batch at a time, serves results by row position.</summary>
+    /// <summary>Reads ahead with its own cursor, scores <see cref="ReadAheadRows"/> at a time, serves results by row
+    /// position.</summary>
     private sealed class State(BatchScorer<TIn, TOut> scorer) : ScoringCursorState
     {
         private DataViewRowCursor? _lead;
@@ -87,8 +92,8 @@ internal abstract class BatchScorer<TIn, TOut> : IBatchScorer
                 // The follower moved past the batch: score the next rows. Cursors advance in lock step, so the
                 // lead cursor's next row is the follower's current one.
                 _batchStart += _batch.Count;
-                var inputs = new List<TIn>(scorer.BatchSize);
-                while (inputs.Count < scorer.BatchSize && _lead!.MoveNext()) inputs.Add(_read!());
+                var inputs = new List<TIn>(scorer.ReadAheadRows);
+                while (inputs.Count < scorer.ReadAheadRows && _lead!.MoveNext()) inputs.Add(_read!());
                 _batch = scorer.Score(inputs);
                 offset = _position - _batchStart;
                 if (offset < 0 || offset >= _batch.Count)

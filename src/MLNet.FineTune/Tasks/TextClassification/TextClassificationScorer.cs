@@ -33,6 +33,11 @@ internal sealed class TextClassificationScorer : BatchScorer<TextInput, float[]>
     public override IReadOnlyList<DataViewSchema.DetachedColumn> OutputColumns => _outputs;
     public override int BatchSize { get; }
 
+    /// <summary>Batches drawn from one read-ahead, which <see cref="TextClassifierModel.Predict"/> sorts by length.</summary>
+    private const int BatchesPerReadAhead = 8;
+
+    public override int ReadAheadRows => BatchSize * BatchesPerReadAhead;
+
     public override void CheckInputSchema(DataViewSchema schema)
     {
         ColumnChecks.RequireText(schema, _textColumn, "text");

@@ -1,5 +1,6 @@
 using MLNet.FineTune.Models;
 using MLNet.FineTune.FineTuning;
+using MLNet.FineTune.Runtime;
 using MLNet.FineTune.Tokenization;
 using MLNet.FineTune.Training;
 using TorchSharp;
@@ -50,26 +51,30 @@ internal sealed class TextClassifierModel
         return Classifier.call(batch).to_type(ScalarType.Float32); // (B, C)
     }
 
-    /// <summary>Class probabilities (softmax over the logits) for each input, scored <paramref name="batchSize"/> at a time.</summary>
+    /// <summary>Class probabilities (softmax over the logits) for each input, in input order, scored
+    /// <paramref name="batchSize"/> at a time in order of token count, so that a batch pads little, and two batches at
+    /// a time on the CPU (<see cref="ScoringWorkers"/>; docs/performance.md has both measured).</summary>
     public float[][] Predict(IReadOnlyList<TextInput> inputs, int batchSize)
     {
-        // One TorchSharp model must not run on two threads at once (PredictionEngines on several threads share it).
+        // One call at a time (PredictionEngines on several threads share the model); ScoringWorkers decides the
+        // threads within a call.
         lock (_gate) return PredictUnlocked(inputs, batchSize);
     }
 
     private float[][] PredictUnlocked(IReadOnlyList<TextInput> inputs, int batchSize)
     {
+        var encoded = inputs.Select(Encode).ToArray();
+        int[][] batches = Enumerable.Range(0, encoded.Length).OrderBy(i => encoded[i].Ids.Length).Chunk(batchSize).ToArray(); // stable sort
         var result = new float[inputs.Count][];
-        using var noGrad = no_grad();
-        for (int start = 0; start < inputs.Count; start += batchSize)
+        int classes = Labels.Count;
+        ScoringWorkers.ForEach(batches.Length, Adapted.Device, b =>
         {
             using var scope = NewDisposeScope();
-            var rows = inputs.Skip(start).Take(batchSize).Select(Encode).ToList();
-            var probabilities = nn.functional.softmax(Logits(rows), dim: 1).cpu(); // (B, C)
+            var batch = batches[b];
+            var probabilities = nn.functional.softmax(Logits(batch.Select(i => encoded[i]).ToList()), dim: 1).cpu(); // (B, C)
             var flat = probabilities.data<float>().ToArray();
-            int classes = Labels.Count;
-            for (int b = 0; b < rows.Count; b++) result[start + b] = flat.AsSpan(b * classes, classes).ToArray();
-        }
+            for (int r = 0; r < batch.Length; r++) result[batch[r]] = flat.AsSpan(r * classes, classes).ToArray();
+        });
         return result;
     }
 }
