@@ -40,7 +40,7 @@ public sealed class CausalLMTransformer : FineTunedTransformer
     internal sealed record Settings(CausalLMDataFormat Format, string? TextColumn, string? PromptColumn, string? CompletionColumn,
         string? MessagesColumn, string GeneratedTextColumn, string GeneratedTokenCountColumn, int MaxSequenceLength, bool AppendEos,
         GenerationOptions Generation, int ScoringBatchSize, BaseModelStorage Storage,
-        ScoringPrecision ScoringPrecision = ScoringPrecision.Float32)
+        ScoringPrecision ScoringPrecision = ScoringPrecision.AsTrained)
     {
         public static Settings From(CausalLMOptions o) => new(o.Format, o.TextColumnName, o.PromptColumnName, o.CompletionColumnName,
             o.MessagesColumnName, o.GeneratedTextColumnName, o.GeneratedTokenCountColumnName, o.MaxSequenceLength, o.AppendEos,

@@ -43,7 +43,7 @@ public sealed class QuestionAnsweringTransformer : FineTunedTransformer
     internal sealed record Settings(string ContextColumn, string QuestionColumn, string AnswerColumn, string AnswerStartColumn,
         string ScoreColumn, string NoAnswerScoreColumn, int MaxSequenceLength, int DocStride, ContextWindowing Windowing,
         int NBest, int MaxAnswerLength, bool VersionTwoWithNegative, double NullScoreDifferenceThreshold, int ScoringBatchSize,
-        BaseModelStorage Storage, ScoringPrecision ScoringPrecision = ScoringPrecision.Float32)
+        BaseModelStorage Storage, ScoringPrecision ScoringPrecision = ScoringPrecision.AsTrained)
     {
         public static Settings From(QuestionAnsweringOptions o, bool versionTwo) => new(o.ContextColumnName, o.QuestionColumnName,
             o.PredictedAnswerColumnName, o.PredictedAnswerStartColumnName, o.ScoreColumnName, o.NoAnswerScoreColumnName,

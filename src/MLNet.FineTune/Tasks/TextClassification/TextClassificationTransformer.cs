@@ -45,7 +45,7 @@ public sealed class TextClassificationTransformer : FineTunedTransformer
     /// <summary>What the transformer needs besides the model, as saved in model.zip.</summary>
     internal sealed record Settings(string TextColumn, string? PairColumn, string ScoreColumn, string PredictedLabelColumn,
         LabelKind LabelKind, string[] Labels, int MaxSequenceLength, int ScoringBatchSize, BaseModelStorage Storage,
-        ScoringPrecision ScoringPrecision = ScoringPrecision.Float32);
+        ScoringPrecision ScoringPrecision = ScoringPrecision.AsTrained);
 
     internal TextClassificationTransformer(TextClassifierModel model, Settings settings, TrainingHistory? history)
         : base(model.Adapted, settings.Storage, history, settings.ScoringPrecision)
