@@ -25,9 +25,16 @@ internal abstract class BatchScorer<TIn, TOut> : IBatchScorer
     /// <summary>Rows scored per forward pass.</summary>
     public abstract int BatchSize { get; }
 
-    /// <summary>Rows Transform reads ahead and passes to one <see cref="Score"/> call: more than
-    /// <see cref="BatchSize"/> when the scorer groups rows of similar length into its batches (less padding).</summary>
-    public virtual int ReadAheadRows => BatchSize;
+    /// <summary>True when <see cref="Score"/> puts rows of similar length into the same batch (less padding) and
+    /// scores several batches side by side (<see cref="Runtime.ScoringWorkers"/>): Transform then reads
+    /// <see cref="SortedReadAheadBatches"/> batches ahead so that it has rows to sort and batches to share.</summary>
+    protected virtual bool GroupsRowsByLength => false;
+
+    /// <summary>Batches one read-ahead holds for a scorer that <see cref="GroupsRowsByLength"/>.</summary>
+    private const int SortedReadAheadBatches = 8;
+
+    /// <summary>Rows Transform reads ahead and passes to one <see cref="Score"/> call.</summary>
+    public int ReadAheadRows => GroupsRowsByLength ? BatchSize * SortedReadAheadBatches : BatchSize;
 
     /// <summary>Returns a function that reads the current row of <paramref name="row"/>.</summary>
     public abstract Func<TIn> CreateInputReader(DataViewRow row);

@@ -1,5 +1,6 @@
 using MLNet.FineTune.Models;
 using MLNet.FineTune.FineTuning;
+using MLNet.FineTune.Runtime;
 using MLNet.FineTune.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -62,10 +63,12 @@ internal sealed class QuestionAnswererModel
         return (nn.functional.cross_entropy(start, startLabels) + nn.functional.cross_entropy(end, endLabels)) / 2;
     }
 
-    /// <summary>The answer to each question, scoring up to <paramref name="batchSize"/> windows per forward pass.</summary>
+    /// <summary>The answer to each question, scoring up to <paramref name="batchSize"/> windows per forward pass, two
+    /// passes at a time on the CPU (<see cref="ScoringWorkers"/>).</summary>
     public QaPrediction[] Predict(IReadOnlyList<QaExample> questions, int batchSize)
     {
-        // One TorchSharp model must not run on two threads at once (PredictionEngines on several threads share it).
+        // One call at a time (PredictionEngines on several threads share the model); ScoringWorkers decides the
+        // threads within a call.
         lock (_gate) return PredictUnlocked(questions, batchSize);
     }
 
@@ -79,23 +82,21 @@ internal sealed class QuestionAnswererModel
         var order = Enumerable.Range(0, windows.Count).OrderByDescending(i => windows[i].Length).ThenBy(i => i).ToArray();
         var startLogits = new float[windows.Count][];
         var endLogits = new float[windows.Count][];
-        using (no_grad())
+        int[][] batches = order.Chunk(batchSize).ToArray();
+        ScoringWorkers.ForEach(batches.Length, Adapted.Device, b =>
         {
-            for (int from = 0; from < order.Length; from += batchSize)
+            using var scope = NewDisposeScope();
+            var chunk = batches[b];
+            var (start, end) = Logits(chunk.Select(i => windows[i]).ToList());
+            int width = (int)start.shape[1];
+            var starts = start.cpu().data<float>().ToArray();                      // (B * T)
+            var ends = end.cpu().data<float>().ToArray();
+            for (int w = 0; w < chunk.Length; w++)
             {
-                using var scope = NewDisposeScope();
-                var chunk = order.Skip(from).Take(batchSize).ToArray();
-                var (start, end) = Logits(chunk.Select(i => windows[i]).ToList());
-                int width = (int)start.shape[1];
-                var starts = start.cpu().data<float>().ToArray();                  // (B * T)
-                var ends = end.cpu().data<float>().ToArray();
-                for (int b = 0; b < chunk.Length; b++)
-                {
-                    startLogits[chunk[b]] = starts.AsSpan(b * width, width).ToArray();
-                    endLogits[chunk[b]] = ends.AsSpan(b * width, width).ToArray();
-                }
+                startLogits[chunk[w]] = starts.AsSpan(w * width, width).ToArray();
+                endLogits[chunk[w]] = ends.AsSpan(w * width, width).ToArray();
             }
-        }
+        });
 
         // Windows of one question are consecutive (FeaturizeAll's order).
         var predictions = new QaPrediction[questions.Count];

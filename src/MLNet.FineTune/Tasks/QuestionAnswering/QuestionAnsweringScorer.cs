@@ -40,6 +40,9 @@ internal sealed class QuestionAnsweringScorer : BatchScorer<QaInput, QaPredictio
     /// <summary>Rows per batch: each row has at least one window, so a batch runs at least this many windows.</summary>
     public override int BatchSize => _settings.ScoringBatchSize;
 
+    /// <summary><see cref="QuestionAnswererModel.Predict"/> sorts windows by length into its batches.</summary>
+    protected override bool GroupsRowsByLength => true;
+
     public override void CheckInputSchema(DataViewSchema schema)
     {
         ColumnChecks.RequireText(schema, _settings.ContextColumn, "context");

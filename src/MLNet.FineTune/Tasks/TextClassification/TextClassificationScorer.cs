@@ -33,10 +33,8 @@ internal sealed class TextClassificationScorer : BatchScorer<TextInput, float[]>
     public override IReadOnlyList<DataViewSchema.DetachedColumn> OutputColumns => _outputs;
     public override int BatchSize { get; }
 
-    /// <summary>Batches drawn from one read-ahead, which <see cref="TextClassifierModel.Predict"/> sorts by length.</summary>
-    private const int BatchesPerReadAhead = 8;
-
-    public override int ReadAheadRows => BatchSize * BatchesPerReadAhead;
+    /// <summary><see cref="TextClassifierModel.Predict"/> sorts rows by token count into its batches.</summary>
+    protected override bool GroupsRowsByLength => true;
 
     public override void CheckInputSchema(DataViewSchema schema)
     {

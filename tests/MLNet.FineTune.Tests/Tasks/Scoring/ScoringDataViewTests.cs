@@ -10,8 +10,9 @@ public sealed class ScoringDataViewTests
     private sealed class Input { public string Text { get; set; } = ""; public float Other { get; set; } }
 
     /// <summary>Scores the text length; records batch sizes so the test sees batching happen.</summary>
-    private sealed class LengthScorer(int batchSize) : BatchScorer<string, float>
+    private sealed class LengthScorer(int batchSize, bool groupsRowsByLength = false) : BatchScorer<string, float>
     {
+        protected override bool GroupsRowsByLength => groupsRowsByLength;
         public List<int> Batches { get; } = [];
         public override IReadOnlyList<string> InputColumnNames => ["Text"];
         public override IReadOnlyList<DataViewSchema.DetachedColumn> OutputColumns =>
@@ -50,6 +51,20 @@ public sealed class ScoringDataViewTests
         scorer.Batches.Clear();
         _ = scored.GetColumn<float>("Other").ToArray();
         Assert.AreEqual(0, scorer.Batches.Count);
+    }
+
+    [TestMethod]
+    public void AScorerThatSortsByLengthGetsEightBatchesAtATimeAndRowsStayInOrder()
+    {
+        var ml = new MLContext(1);
+        var rows = Enumerable.Range(0, 100).Select(i => new Input { Text = new string('x', (i * 37) % 23), Other = i }).ToList();
+        var scorer = new LengthScorer(batchSize: 4, groupsRowsByLength: true);
+        var scored = new ScoringDataView(ml.Data.LoadFromEnumerable(rows), scorer);
+
+        CollectionAssert.AreEqual(rows.Select(r => (float)r.Text.Length).ToArray(), scored.GetColumn<float>("Length").ToArray());
+        CollectionAssert.AreEqual(rows.Select(r => r.Other).ToArray(), scored.GetColumn<float>("Other").ToArray());
+        Assert.AreEqual(32, scorer.ReadAheadRows);
+        CollectionAssert.AreEqual(new[] { 32, 32, 32, 4 }, scorer.Batches.Take(4).ToArray(), "read ahead 8 batches of 4, then the rest");
     }
 
     [TestMethod]
