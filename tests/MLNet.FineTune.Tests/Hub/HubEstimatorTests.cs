@@ -28,7 +28,7 @@ public sealed class HubEstimatorTests
         {
             using var server = new FakeHubServer();
             var local = TinyModels.BertTiny();
-            server.AddRepo("tiny-org/bert-tiny").Commit(Directory.GetFiles(local).ToDictionary(Path.GetFileName, File.ReadAllBytes)!);
+            server.AddRepo("tiny-org/bert-tiny").Commit(Directory.GetFiles(local).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes));
             var hub = new HubOptions { Endpoint = server.Endpoint, CacheDirectory = cache, Token = "", Offline = false };
             var ml = new MLContext(seed: 1);
             var log = new List<string>();
@@ -46,7 +46,7 @@ public sealed class HubEstimatorTests
             // The saved adapter (with the labels SaveAdapter records) published as an adapter repository.
             var adapterFolder = BothTasks.NewFolder("hub-adapter");
             byFolder.SaveAdapter(adapterFolder);
-            server.AddRepo("tiny-org/bert-tiny-lora").Commit(Directory.GetFiles(adapterFolder).ToDictionary(Path.GetFileName, File.ReadAllBytes)!);
+            server.AddRepo("tiny-org/bert-tiny-lora").Commit(Directory.GetFiles(adapterFolder).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes));
             var continuedById = Options("tiny-org/bert-tiny", hub);
             continuedById.InitialAdapter = "tiny-org/bert-tiny-lora";
             var continuedByFolder = Options(local, hub);

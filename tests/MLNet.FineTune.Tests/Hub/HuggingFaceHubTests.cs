@@ -24,7 +24,7 @@ public sealed class HuggingFaceHubTests
     {
         _cache = Directory.CreateTempSubdirectory("mlft-hub-").FullName;
         _server = new FakeHubServer();
-        _files = Directory.GetFiles(TinyModels.BertTiny()).ToDictionary(Path.GetFileName, File.ReadAllBytes)!;
+        _files = Directory.GetFiles(TinyModels.BertTiny()).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
     }
 
     [TestCleanup]
@@ -327,7 +327,7 @@ public sealed class HuggingFaceHubTests
     public void AdapterRepositoryResolvesAndPickleAdapterIsRefused()
     {
         var adapterFolder = TestPaths.Fixture("hf-reference", "bert-tiny-cls-lora", "adapter");
-        var adapter = Directory.GetFiles(adapterFolder).ToDictionary(Path.GetFileName, File.ReadAllBytes)!;
+        var adapter = Directory.GetFiles(adapterFolder).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
         _server.AddRepo("tiny-org/bert-tiny-lora").Commit(adapter);
         var folder = HuggingFaceHub.ResolveAdapter("tiny-org/bert-tiny-lora", Options());
         foreach (var (name, content) in adapter) CollectionAssert.AreEqual(content, File.ReadAllBytes(Path.Combine(folder, name)), name);
