@@ -26,7 +26,7 @@ public enum ScoringPrecision
     /// <summary>The frozen base is held in float32 for scoring, whatever it was trained in (a bfloat16 base's weights are
     /// exact in float32): a row's scores do not depend on the rows batched with it beyond float32 rounding (6e-8 in
     /// probability on MiniLM, docs/performance.md), so PredictionEngine and Transform agree. Costs, measured there:
-    /// PredictionEngine 7.0 ms instead of 4.7 ms for a short sentence on a 2-core AVX-512 BF16 CPU, Transform 0.6x the
+    /// PredictionEngine 7.0 ms instead of 4.5 ms for a short sentence on a 2-core AVX-512 BF16 CPU, Transform 0.4x the
     /// rows/s; on an H200, 0.4x the rows/s of BERT-base.</summary>
     Float32,
 
