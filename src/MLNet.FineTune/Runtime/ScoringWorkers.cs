@@ -42,10 +42,17 @@ internal static class ScoringWorkers
                 catch (Exception e) { Interlocked.CompareExchange(ref failure, ExceptionDispatchInfo.Capture(e), null); }
             }
         }
-        // A pool thread keeps its OpenMP state between calls, where a new thread would start a new one each time.
-        var helper = Task.Run(Work);
+        // A pool thread keeps its OpenMP state between calls, where a new thread would start a new one each time. A
+        // helper the pool has not started by the time the caller ran out of batches is told not to start, so that a
+        // busy pool (a web server's) never makes scoring wait.
+        const int NotStarted = 0, Started = 1, Skipped = 2;
+        int helperState = NotStarted;
+        var helper = Task.Run(() =>
+        {
+            if (Interlocked.CompareExchange(ref helperState, Started, NotStarted) == NotStarted) Work();
+        });
         Work();
-        helper.Wait();
+        if (Interlocked.CompareExchange(ref helperState, Skipped, NotStarted) == Started) helper.Wait();
         failure?.Throw();
     }
 }
