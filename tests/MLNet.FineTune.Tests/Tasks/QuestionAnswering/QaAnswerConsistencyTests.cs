@@ -1,5 +1,7 @@
 using Microsoft.ML;
 
+using static MLNet.FineTune.Tests.Tasks.QuestionAnswering.QaTrainingRows;
+
 namespace MLNet.FineTune.Tests.Tasks.QuestionAnswering;
 
 /// <summary>
@@ -10,23 +12,6 @@ namespace MLNet.FineTune.Tests.Tasks.QuestionAnswering;
 [TestClass]
 public sealed class QaAnswerConsistencyTests
 {
-    public sealed class Row
-    {
-        public string Id { get; set; } = "";
-        public string Context { get; set; } = "Anna lives in Oslo.";
-        public string Question { get; set; } = "Where does Anna live?";
-        public string AnswerText { get; set; } = "Oslo";
-        public int AnswerStart { get; set; } = 14;
-        public bool IsImpossible { get; set; }
-    }
-
-    private static List<Row> Rows(int count) => Enumerable.Range(0, count).Select(i => new Row { Id = $"q{i}" }).ToList();
-
-    private static QuestionAnsweringOptions Options(IDataView? validation = null) => new()
-    {
-        BaseModel = TinyModels.BertTiny(), MaxSequenceLength = 64, DocStride = 16, Epochs = 1, BatchSize = 4,
-        Precision = TrainingPrecision.Float32, Seed = 3, ValidationSet = validation,
-    };
 
     [TestMethod]
     public void AnAnswerTextWithAnswerStartMinusOne_IsNamed()

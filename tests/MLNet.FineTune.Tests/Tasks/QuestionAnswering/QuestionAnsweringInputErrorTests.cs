@@ -2,6 +2,8 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using MLNet.FineTune.Tasks.QuestionAnswering;
 
+using static MLNet.FineTune.Tests.Tasks.QuestionAnswering.QaTrainingRows;
+
 namespace MLNet.FineTune.Tests.Tasks.QuestionAnswering;
 
 /// <summary>
@@ -15,28 +17,8 @@ public sealed class QuestionAnsweringInputErrorTests
 {
     private static readonly string Folder = Directory.CreateTempSubdirectory("mlft-qa-input-tests-").FullName;
 
-    /// <summary>A training row with every column LoadFromSquadJson gives (answer "Oslo" at 14 unless changed).</summary>
-    public sealed class Row
-    {
-        public string Id { get; set; } = "";
-        public string Context { get; set; } = "Anna lives in Oslo.";
-        public string Question { get; set; } = "Where does Anna live?";
-        public string AnswerText { get; set; } = "Oslo";
-        public int AnswerStart { get; set; } = 14;
-        public string[] AllAnswers { get; set; } = ["Oslo"];
-        public bool IsImpossible { get; set; }
-    }
-
     public sealed class QaInput { public string Context { get; set; } = ""; public string Question { get; set; } = ""; }
     public sealed class QaOutput { public string Answer { get; set; } = ""; }
-
-    private static List<Row> Rows(int count) => Enumerable.Range(0, count).Select(i => new Row { Id = $"q{i}" }).ToList();
-
-    private static QuestionAnsweringOptions Options(IDataView? validation = null) => new()
-    {
-        BaseModel = TinyModels.BertTiny(), MaxSequenceLength = 64, DocStride = 16, Epochs = 1, BatchSize = 4,
-        Precision = TrainingPrecision.Float32, Seed = 3, ValidationSet = validation,
-    };
 
     [TestMethod]
     public void EmptyContextsAndQuestionsAreNamedInTrainingValidationAndScoring()
