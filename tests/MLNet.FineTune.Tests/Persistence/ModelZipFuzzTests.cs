@@ -98,24 +98,7 @@ public sealed class ModelZipFuzzTests
     private static void Check(byte[] bytes, string what, Dictionary<string, int> outcomes)
     {
         using var reader = new BinaryReader(new MemoryStream(bytes), Encoding.UTF8);
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        string outcome;
-        try
-        {
-            ModelZipStorage.ReadManifest(reader, Where);
-            outcome = "read";
-        }
-        catch (InvalidDataException e)
-        {
-            Assert.Contains(Where, e.Message, $"{what}: the error must name the component");
-            outcome = "refused";
-        }
-        catch (Exception e)
-        {
-            throw new AssertFailedException($"{what} ({Convert.ToHexString(bytes)}): {e.GetType().Name} escaped: {e.Message}", e);
-        }
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        Assert.IsLessThan(AllocationBudget, allocated, $"{what}: a {bytes.Length}-byte manifest allocated {allocated} bytes");
+        string outcome = FuzzCase.Run(what, bytes, () => ModelZipStorage.ReadManifest(reader, Where), Where, "component", "read", AllocationBudget);
         outcomes[outcome] = outcomes.GetValueOrDefault(outcome) + 1;
     }
 
