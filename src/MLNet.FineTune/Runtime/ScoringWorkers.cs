@@ -21,8 +21,9 @@ internal static class ScoringWorkers
     /// The first exception a batch throws is rethrown as is once both workers stop.</summary>
     public static void ForEach(int batches, torch.Device device, Action<int> scoreBatch)
     {
-        int threads = torch.get_num_threads();
-        if (batches < 2 || device.type != DeviceType.CPU || threads < Count || !CallingThreadIntraOp.Available)
+        // One batch (a PredictionEngine's row) decides without asking libtorch for its thread count.
+        int threads = batches < 2 || device.type != DeviceType.CPU ? 1 : torch.get_num_threads();
+        if (threads < Count || !CallingThreadIntraOp.Available)
         {
             using var noGrad = torch.no_grad();
             for (int i = 0; i < batches; i++) scoreBatch(i);
